@@ -1,0 +1,74 @@
+"""
+Tiny stand-ins for the real models, made locally (nothing is downloaded): a byte-level tokenizer with
+the R1 chat format, and random Qwen2 / Llama / Qwen3 checkpoints saved by transformers. Tests, the demo
+and `make reproduce-tiny` use them.
+
+    python data/tiny.py --out out/tiny-qwen2 --family qwen2 --seed 0
+"""
+
+import argparse
+from pathlib import Path
+
+BOS, EOS = "<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>"
+SPECIAL = [BOS, EOS, "<｜User｜>", "<｜Assistant｜>", "<think>", "</think>"]
+
+# The R1-Distill chat format, reduced to what nanoTLDR renders: BOS, user turn, assistant turn.
+CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}"
+    "{% if m['role'] == 'user' %}<｜User｜>{{ m['content'] }}"
+    "{% elif m['role'] == 'assistant' %}<｜Assistant｜>{{ m['content'] }}<｜end▁of▁sentence｜>{% endif %}"
+    "{% endfor %}{% if add_generation_prompt %}<｜Assistant｜><think>\n{% endif %}"
+)
+
+
+def make_tokenizer(alphabet: str | None = None):
+    """A transformers tokenizer: one token per character of `alphabet` (or per byte when None) plus the
+    R1 special tokens. Character-level keeps a tiny model's job easy and token counts easy to read."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+    if alphabet is None:
+        vocab = {c: i for i, c in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
+        tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+        tok.decoder = decoders.ByteLevel()
+    else:
+        chars = sorted(set(alphabet))
+        tok = Tokenizer(models.WordLevel(vocab={c: i for i, c in enumerate(["<unk>"] + chars)}, unk_token="<unk>"))
+        tok.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
+        tok.decoder = decoders.Fuse()
+    tok.add_special_tokens(SPECIAL)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=BOS, eos_token=EOS, pad_token=EOS,
+                                   chat_template=CHAT_TEMPLATE)
+
+
+def make_model(out, family="qwen2", vocab_size=None, tokenizer=None, hidden=64, layers=2, heads=4, kv_heads=2,
+               intermediate=128, context=1024, seed=0, init_std=0.02):
+    """Save a random model (and the tokenizer) to `out` with transformers' own save_pretrained."""
+    import torch
+    from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config, Qwen3Config
+    tokenizer = tokenizer or make_tokenizer()
+    common = dict(vocab_size=vocab_size or len(tokenizer), hidden_size=hidden, intermediate_size=intermediate,
+                  num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
+                  max_position_embeddings=context, initializer_range=init_std,
+                  bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    config = {
+        "qwen2": lambda: Qwen2Config(**common, rope_theta=10000.0, tie_word_embeddings=True),
+        "llama": lambda: LlamaConfig(**common, rope_theta=500000.0, rope_scaling={
+            "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+            "original_max_position_embeddings": context // 8}),
+        "qwen3": lambda: Qwen3Config(**common, head_dim=hidden // heads * 2, rope_theta=1000000.0),
+    }[family]()
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return Path(out)
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(description="save a tiny random model with a byte-level R1-format tokenizer")
+    p.add_argument("--out", required=True)
+    p.add_argument("--family", default="qwen2", choices=["qwen2", "llama", "qwen3"])
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+    print(make_model(args.out, args.family, seed=args.seed))

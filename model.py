@@ -1,0 +1,450 @@
+"""
+The R1-Distill decoder: one readable transformer for the Qwen2, Llama and Qwen3 families, loaded from
+and saved to Hugging Face safetensors checkpoints.
+
+    import torch, model
+    m = model.Transformer.from_pretrained("deepseek-ai/DeepSeek-R1-Distill-Qwen-7B", dtype=torch.bfloat16, device="cuda")
+    hidden = m(input_ids, positions)          # (B, T, hidden_size)
+    logits = m.lm_head(hidden)                # compute logits only where you need them (vocab is 152k)
+    m.save_pretrained("out/ckpt")             # config.json + safetensors shards, loadable by transformers/vLLM
+
+Parameter names are exactly the Hugging Face ones (model.layers.0.self_attn.q_proj.weight, ...), so a
+checkpoint maps onto the modules one to one.
+
+Packing: a row may hold several documents. A document starts wherever `positions` is 0; attention never
+crosses documents. Training packs examples this way and generation prefills several prompts in one row.
+
+Attention has two backends with one semantics: flash-attn (varlen for packed rows, with_kvcache for
+decoding) when it is installed and the tensors are on CUDA, torch SDPA otherwise.
+
+KV cache: with `cache` and `slots`, token (b, t) writes its key/value to cache[slots[b, t], positions[b, t]].
+A forward with T > 1 is a prefill (every document in it starts at position 0); with T == 1 it is a decode
+step whose query attends to everything its slot holds up to its position.
+"""
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+try:  # optional, GPU only
+    import flash_attn
+except ImportError:
+    flash_attn = None
+
+ARCHITECTURES = {"Qwen2ForCausalLM": "qwen2", "LlamaForCausalLM": "llama", "Qwen3ForCausalLM": "qwen3"}
+
+
+# -----------------------------------------------------------------------------
+# configuration
+
+@dataclass
+class Config:
+    family: str                 # qwen2 | llama | qwen3
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    head_dim: int
+    rms_norm_eps: float
+    rope_theta: float
+    rope_scaling: dict | None   # llama3 frequency scaling, or None
+    max_position_embeddings: int
+    tie_word_embeddings: bool
+    attention_bias: bool        # q/k/v bias (Qwen2: always)
+    qk_norm: bool               # RMSNorm on each head of q and k (Qwen3)
+    hf: dict                    # the original config.json, written back unchanged on save
+
+    @classmethod
+    def from_hf(cls, hf: dict, where: str = "config.json"):
+        arch = (hf.get("architectures") or [None])[0]
+        if arch not in ARCHITECTURES:
+            raise ValueError(f"{where}: architecture {arch!r} is not supported; nanoTLDR runs "
+                             f"{', '.join(ARCHITECTURES)} (the DeepSeek-R1-Distill family)")
+        family = ARCHITECTURES[arch]
+        if hf.get("use_sliding_window"):
+            raise ValueError(f"{where}: use_sliding_window=true is not supported (R1-Distill models do not use it)")
+        # transformers >= 5 writes rope settings as `rope_parameters`; Hub checkpoints use rope_theta/rope_scaling
+        rope = dict(hf.get("rope_parameters") or hf.get("rope_scaling") or {})
+        theta = rope.pop("rope_theta", hf.get("rope_theta", 10000.0))
+        rope_type = rope.get("rope_type", rope.get("type", "default"))
+        if rope_type not in ("default", "llama3"):
+            raise ValueError(f"{where}: rope type {rope_type!r} is not supported (default or llama3)")
+        try:
+            heads = hf["num_attention_heads"]
+            return cls(
+                family=family, vocab_size=hf["vocab_size"], hidden_size=hf["hidden_size"],
+                intermediate_size=hf["intermediate_size"], num_hidden_layers=hf["num_hidden_layers"],
+                num_attention_heads=heads, num_key_value_heads=hf.get("num_key_value_heads", heads),
+                head_dim=hf.get("head_dim") or hf["hidden_size"] // heads,
+                rms_norm_eps=hf.get("rms_norm_eps", 1e-6), rope_theta=float(theta),
+                rope_scaling=rope if rope_type == "llama3" else None,
+                max_position_embeddings=hf.get("max_position_embeddings", 32768),
+                tie_word_embeddings=hf.get("tie_word_embeddings", False),
+                attention_bias=family == "qwen2" or hf.get("attention_bias", False),
+                qk_norm=family == "qwen3", hf=hf)
+        except KeyError as e:
+            raise ValueError(f"{where}: missing field {e.args[0]!r}") from None
+
+
+def rope_inv_freq(cfg: Config) -> torch.Tensor:
+    """Inverse frequencies of NeoX-style rotary embeddings, with Llama 3's long-context rescaling."""
+    dim = cfg.head_dim
+    inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
+    if cfg.rope_scaling is None:
+        return inv_freq
+    s = cfg.rope_scaling
+    factor, low, high, old_len = s["factor"], s["low_freq_factor"], s["high_freq_factor"], s["original_max_position_embeddings"]
+    wavelen = 2 * math.pi / inv_freq
+    # long wavelengths are stretched by `factor`, short ones kept, the band between interpolated
+    scaled = torch.where(wavelen > old_len / low, inv_freq / factor, inv_freq)
+    smooth = (old_len / wavelen - low) / (high - low)
+    smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+    medium = (wavelen >= old_len / high) & (wavelen <= old_len / low)
+    return torch.where(medium, smoothed, scaled)
+
+
+# -----------------------------------------------------------------------------
+# attention: what every layer of one forward pass needs to know, computed once
+
+class KVCache:
+    """Preallocated keys and values: (layers, slots, max_len, kv_heads, head_dim), the layout flash-attn reads."""
+
+    def __init__(self, cfg: Config, n_slots: int, max_len: int, dtype: torch.dtype, device):
+        shape = (cfg.num_hidden_layers, n_slots, max_len, cfg.num_key_value_heads, cfg.head_dim)
+        self.k = torch.zeros(shape, dtype=dtype, device=device)
+        self.v = torch.zeros(shape, dtype=dtype, device=device)
+        self.max_len = max_len
+
+
+@dataclass
+class AttnInfo:
+    flash: bool
+    decode: bool
+    doc_mask: torch.Tensor | None = None     # sdpa, packed: (B, 1, T, T) causal within documents; None = plain causal
+    doc_index: tuple | None = None           # sdpa, packed: (document, offset) of every token, to pad documents
+    doc_shape: tuple = ()                    #   into rows of their own: (documents, longest)
+    cu_seqlens: torch.Tensor | None = None   # flash, packed: document boundaries in the flattened tokens
+    max_seqlen: int = 0
+    cache: KVCache | None = None
+    slots: torch.Tensor | None = None        # (B*T,) slot of every token
+    positions: torch.Tensor | None = None    # (B*T,) position of every token
+    max_len: int = 0                         # sdpa decode: longest slot length needed this step
+    decode_bias: torch.Tensor | None = None  # sdpa decode: (B, 1, 1, L) 0 where a key is visible, -inf past it
+    slots_are_prefix: bool = False           # sdpa decode: the rows are slots 0..B-1 in order
+
+
+def attn_info(positions: torch.Tensor, cache, slots, flash: bool) -> AttnInfo:
+    B, T = positions.shape
+    decode = cache is not None and T == 1
+    info = AttnInfo(flash=flash, decode=decode, cache=cache)
+    if cache is not None:
+        if slots is None or slots.shape != positions.shape:
+            raise ValueError("a KV-cache forward needs `slots` with the shape of `positions`")
+        if not decode and (positions[:, 0] != 0).any():
+            raise ValueError("a prefill (T > 1) must start every row at position 0")
+        info.slots, info.positions = slots.reshape(-1), positions.reshape(-1)
+        if int(info.positions.max()) >= cache.max_len:
+            raise ValueError(f"position {int(info.positions.max())} is past the KV cache length {cache.max_len}")
+    if decode:
+        info.max_len = int(positions.max()) + 1
+        info.slots_are_prefix = info.slots.tolist() == list(range(B))
+        keep = torch.arange(info.max_len, device=positions.device)[None, :] <= info.positions[:, None]
+        info.decode_bias = torch.zeros(keep.shape, device=positions.device).masked_fill(~keep, float("-inf"))[:, None, None]
+        return info
+    starts = positions == 0
+    starts[:, 0] = True  # a row always starts a document
+    idx = torch.nonzero(starts.reshape(-1)).flatten()
+    cu_seqlens = torch.cat([idx, torch.tensor([B * T], device=idx.device)])
+    lengths = cu_seqlens[1:] - cu_seqlens[:-1]
+    if flash:
+        info.cu_seqlens, info.max_seqlen = cu_seqlens.to(torch.int32), int(lengths.max())
+    elif len(idx) > B:
+        # SDPA has no varlen kernel: either one (T, T) block-diagonal causal mask per row, or every document
+        # in its own row of a right-padded batch with a plain causal mask. Same result; take the cheaper.
+        n_docs, longest = len(idx), int(lengths.max())
+        if n_docs * longest ** 2 < B * T ** 2:
+            doc = torch.repeat_interleave(torch.arange(n_docs, device=idx.device), lengths)
+            info.doc_index = (doc, torch.arange(B * T, device=idx.device) - cu_seqlens[doc])
+            info.doc_shape = (n_docs, longest)
+        else:
+            doc = starts.cumsum(1)
+            causal = torch.ones(T, T, dtype=torch.bool, device=positions.device).tril()
+            info.doc_mask = ((doc[:, :, None] == doc[:, None, :]) & causal)[:, None]
+    return info
+
+
+def attention(q, k, v, info: AttnInfo, layer: int):
+    """q: (B, T, H, D), k/v: (B, T, Hkv, D) -> (B, T, H, D). Writes k/v to the cache when there is one."""
+    B, T, H, D = q.shape
+    cache = info.cache
+    if info.flash and info.decode:
+        # appends k/v at cache_seqlens in place, then attends to [0, cache_seqlens] of each slot
+        return flash_attn.flash_attn_with_kvcache(
+            q, cache.k[layer], cache.v[layer], k=k, v=v, cache_seqlens=info.positions.to(torch.int32),
+            cache_batch_idx=info.slots.to(torch.int32), causal=True)
+    if cache is not None:
+        cache.k[layer][info.slots, info.positions] = k.reshape(B * T, *k.shape[2:])
+        cache.v[layer][info.slots, info.positions] = v.reshape(B * T, *v.shape[2:])
+    if info.flash:
+        out = flash_attn.flash_attn_varlen_func(
+            q.reshape(B * T, H, D), k.reshape(B * T, *k.shape[2:]), v.reshape(B * T, *v.shape[2:]),
+            info.cu_seqlens, info.cu_seqlens, info.max_seqlen, info.max_seqlen, causal=True)
+        return out.view(B, T, H, D)
+    if info.decode:
+        # attend to everything the slot holds up to this token's position. One query per row: a grouped
+        # matmul (the query heads sharing a kv head side by side) is cheaper than SDPA with a mask here.
+        k, v = cache.k[layer][:, :info.max_len], cache.v[layer][:, :info.max_len]   # (slots, L, Hkv, D)
+        if info.slots_are_prefix:  # the usual full batch: a view, no copy
+            k, v = k[:B], v[:B]
+        else:
+            k, v = k.index_select(0, info.slots), v.index_select(0, info.slots)
+        Hkv = k.shape[2]
+        scores = q.view(B, Hkv, H // Hkv, D) @ k.permute(0, 2, 3, 1) * D ** -0.5   # (B, Hkv, G, L)
+        probs = torch.softmax(scores.float() + info.decode_bias, -1).to(v.dtype)
+        return (probs @ v.transpose(1, 2)).view(B, 1, H, D)
+    if info.doc_index is not None:  # documents as rows of a right-padded batch (padding is after, so never seen)
+        padded = []
+        for t in (q, k, v):
+            x = t.new_zeros(*info.doc_shape, *t.shape[2:])
+            x[info.doc_index] = t.reshape(B * T, *t.shape[2:])
+            padded.append(x.transpose(1, 2))
+        out = F.scaled_dot_product_attention(*padded, is_causal=True, enable_gqa=True)
+        return out.transpose(1, 2)[info.doc_index].view(B, T, H, D)
+    q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+    if info.doc_mask is None:
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+    else:
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=info.doc_mask, enable_gqa=True)
+    return out.transpose(1, 2)
+
+
+# -----------------------------------------------------------------------------
+# the model
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim, eps):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x):
+        dtype = x.dtype  # normalise in fp32 (as the reference does), scale in the input dtype
+        x = x.float()
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x.to(dtype)
+
+
+def apply_rope(x, cos, sin):
+    """NeoX-style rotation of the two halves of each head. x: (B, T, H, D), cos/sin: (B, T, D)."""
+    x1, x2 = x.chunk(2, dim=-1)
+    rotated = torch.cat((-x2, x1), dim=-1)
+    return x * cos[:, :, None] + rotated * sin[:, :, None]
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, cfg: Config, layer: int):
+        super().__init__()
+        self.layer, self.n_head, self.n_kv, self.head_dim = layer, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+        self.q_proj = nn.Linear(cfg.hidden_size, self.n_head * self.head_dim, bias=cfg.attention_bias)
+        self.k_proj = nn.Linear(cfg.hidden_size, self.n_kv * self.head_dim, bias=cfg.attention_bias)
+        self.v_proj = nn.Linear(cfg.hidden_size, self.n_kv * self.head_dim, bias=cfg.attention_bias)
+        self.o_proj = nn.Linear(self.n_head * self.head_dim, cfg.hidden_size, bias=False)
+        if cfg.qk_norm:
+            self.q_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps)
+            self.k_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps)
+
+    def forward(self, x, cos, sin, info: AttnInfo):
+        B, T, _ = x.shape
+        q = self.q_proj(x).view(B, T, self.n_head, self.head_dim)
+        k = self.k_proj(x).view(B, T, self.n_kv, self.head_dim)
+        v = self.v_proj(x).view(B, T, self.n_kv, self.head_dim)
+        if hasattr(self, "q_norm"):
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        y = attention(q, k, v, info, self.layer)
+        return self.o_proj(y.reshape(B, T, -1))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: Config):
+        super().__init__()
+        self.gate_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
+
+    def forward(self, x):
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: Config, layer: int):
+        super().__init__()
+        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.self_attn = SelfAttention(cfg, layer)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x, cos, sin, info):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, info)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class Transformer(nn.Module):
+    def __init__(self, cfg: Config):
+        super().__init__()
+        self.config = cfg
+        self.model = nn.Module()  # the "model." prefix of the Hugging Face parameter names
+        self.model.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.model.layers = nn.ModuleList(Block(cfg, i) for i in range(cfg.num_hidden_layers))
+        self.model.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        if cfg.tie_word_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
+        self.register_buffer("inv_freq", rope_inv_freq(cfg), persistent=False)
+        self.attn_backend = "auto"          # "auto": flash-attn on CUDA when installed, else SDPA
+        self.gradient_checkpointing = False  # recompute each block in backward (train.py --activation_checkpointing)
+
+    def forward(self, input_ids, positions=None, cache: KVCache | None = None, slots=None):
+        B, T = input_ids.shape
+        if positions is None:
+            positions = torch.arange(T, device=input_ids.device).expand(B, T)
+        flash = self.attn_backend == "flash" or (self.attn_backend == "auto" and flash_attn is not None and input_ids.is_cuda)
+        info = attn_info(positions, cache, slots, flash)
+        x = self.model.embed_tokens(input_ids)
+        freqs = positions[..., None].float() * self.inv_freq.float()  # rotary angles in fp32, like the reference
+        angles = torch.cat((freqs, freqs), dim=-1)
+        cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+        for block in self.model.layers:
+            if self.gradient_checkpointing and self.training:
+                x = torch.utils.checkpoint.checkpoint(block, x, cos, sin, info, use_reentrant=False)
+            else:
+                x = block(x, cos, sin, info)
+        return self.model.norm(x)
+
+    # -- checkpoints -----------------------------------------------------------
+
+    @classmethod
+    def from_pretrained(cls, path, dtype=torch.float32, device="cpu"):
+        """Build on the meta device (no memory), then assign the tensors read from the safetensors shards."""
+        path = Path(path)
+        cfg = Config.from_hf(read_config(path), str(path / "config.json"))
+        with torch.device("meta"):
+            m = cls(cfg)
+        state = load_safetensors(path, dtype, device)
+        expected = set(m.state_dict())
+        if cfg.tie_word_embeddings:
+            expected.discard("lm_head.weight")
+            state.pop("lm_head.weight", None)
+        missing, unexpected = expected - set(state), set(state) - expected
+        if missing or unexpected:
+            raise ValueError(f"{path}: checkpoint does not match its config.json: missing {sorted(missing)[:5]}, "
+                             f"unexpected {sorted(unexpected)[:5]} (is the download complete?)")
+        m.load_state_dict(state, strict=False, assign=True)
+        if cfg.tie_word_embeddings:
+            m.lm_head.weight = m.model.embed_tokens.weight
+        m.inv_freq = rope_inv_freq(cfg).to(device)
+        return m.eval()
+
+    def save_pretrained(self, path, max_shard_bytes=5 * 2**30):
+        save_checkpoint(self.state_dict(), self.config, path, max_shard_bytes)
+
+
+# -----------------------------------------------------------------------------
+# Hugging Face layout on disk
+
+def read_config(path: Path) -> dict:
+    f = Path(path) / "config.json"
+    if not f.is_file():
+        raise FileNotFoundError(f"{path}: no config.json here; pass a Hugging Face model directory "
+                                f"(config.json + *.safetensors)")
+    try:
+        return json.loads(f.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{f}: line {e.lineno}: not valid JSON ({e.msg}); re-download the checkpoint") from None
+
+
+def load_safetensors(path: Path, dtype, device) -> dict:
+    from safetensors import SafetensorError, safe_open
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    else:
+        files = sorted(p.name for p in path.glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"{path}: no *.safetensors weights (PyTorch .bin checkpoints are not read: they are pickles)")
+    state = {}
+    for name in files:
+        try:
+            with safe_open(str(path / name), framework="pt", device="cpu") as f:
+                for key in f.keys():
+                    state[key] = f.get_tensor(key).to(device=device, dtype=dtype)
+        except (SafetensorError, OSError) as e:
+            raise ValueError(f"{path / name}: cannot read the weights ({e}); the file is missing or corrupt, "
+                             f"re-download it") from None
+    return state
+
+
+def atomic_write_text(path, text: str):
+    """Write a file so that a reader sees the old or the new content, never half of it."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def save_checkpoint(state: dict, cfg: Config, path, max_shard_bytes=5 * 2**30, extra_files=()):
+    """Write config.json + safetensors (sharded with an index when large) into a temporary directory next to
+    `path`, then rename it into place: a killed process leaves the previous checkpoint untouched."""
+    from safetensors.torch import save_file
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
+    if cfg.tie_word_embeddings:
+        state = {k: v for k, v in state.items() if k != "lm_head.weight"}
+    state = {k: v.detach().contiguous().cpu() for k, v in state.items()}
+    shards, size = [[]], 0
+    for key, t in state.items():
+        nbytes = t.numel() * t.element_size()
+        if shards[-1] and size + nbytes > max_shard_bytes:
+            shards.append([])
+            size = 0
+        shards[-1].append(key)
+        size += nbytes
+    dtype = str(next(iter(state.values())).dtype).removeprefix("torch.")
+    if len(shards) == 1:
+        save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+    else:
+        weight_map = {}
+        for i, keys in enumerate(shards):
+            name = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+            save_file({k: state[k] for k in keys}, str(tmp / name), metadata={"format": "pt"})
+            weight_map.update({k: name for k in keys})
+        total = sum(t.numel() * t.element_size() for t in state.values())
+        (tmp / "model.safetensors.index.json").write_text(
+            json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
+    (tmp / "config.json").write_text(json.dumps({**cfg.hf, "torch_dtype": dtype, "dtype": dtype}, indent=2))
+    for src in extra_files:  # e.g. the tokenizer, so a checkpoint directory is complete for vLLM
+        shutil.copy2(src, tmp / Path(src).name)
+    for f in tmp.iterdir():
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
+    if path.exists():  # replace an existing directory: move it aside first, drop it once the new one is in place
+        old = path.with_name(f".{path.name}.old-{os.getpid()}")
+        os.replace(path, old)
+        os.replace(tmp, path)
+        shutil.rmtree(old)
+    else:
+        os.replace(tmp, path)

@@ -1,0 +1,157 @@
+"""sample.py: greedy parity with transformers' generate, sampling, continuous batching, the resumable CLI."""
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+import model as M
+import sample
+
+PROBLEMS = ["What is 2+2?", "Compute the sum of all primes below 20, then double it.", "x", "Solve 3x = 12."]
+
+
+@pytest.fixture(scope="module")
+def qwen2(tiny_models):
+    path = tiny_models["qwen2"]
+    return M.Transformer.from_pretrained(path), sample.load_tokenizer(path), path
+
+
+def test_prompt_is_r1_format_with_a_single_bos(qwen2):
+    _, tok, _ = qwen2
+    ids = sample.prompt_ids(tok, "What is 2+2?")
+    text = tok.decode(ids)
+    assert ids.count(tok.bos_token_id) == 1 and ids[0] == tok.bos_token_id
+    assert text.endswith("<｜Assistant｜><think>\n") and sample.INSTRUCTION in text
+    full, n_prompt = sample.example_ids(tok, "What is 2+2?", "<think>\nfour</think>\n\n\\boxed{4}")
+    assert full[:n_prompt] == ids and full[-1] == tok.eos_token_id
+    assert tok.decode(full[n_prompt:-1]) == "four</think>\n\n\\boxed{4}"
+
+
+@pytest.mark.parametrize("family", ["qwen2", "llama", "qwen3"])
+@torch.no_grad()
+def test_greedy_batch_equals_transformers_generate(tiny_models, family):
+    path = tiny_models[family]
+    ours, tok = M.Transformer.from_pretrained(path), sample.load_tokenizer(path)
+    prompts = [sample.prompt_ids(tok, p) for p in PROBLEMS]
+    free = sample.generate(ours, prompts, max_new_tokens=40)
+    stop = free[0][0].tokens[6]  # a token the model really emits: rows stop at different steps, or run to the limit
+    outs = sample.generate(ours, prompts, max_new_tokens=40, stop_ids=[stop], batch_size=3)
+    lengths = {len(o[0].tokens) for o in outs}
+    assert len(lengths) > 1 and outs[0][0].finish == "stop" and outs[0][0].tokens[-1] == stop
+
+    ref = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    width = max(map(len, prompts))
+    ids = torch.tensor([[tok.pad_token_id] * (width - len(p)) + p for p in prompts])
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    gen = ref.generate(input_ids=ids, attention_mask=mask, max_new_tokens=40, do_sample=False,
+                       eos_token_id=[stop], pad_token_id=tok.pad_token_id)[:, width:].tolist()
+    for o, g in zip(outs, gen):
+        want = g[:g.index(stop) + 1] if stop in g else g
+        assert o[0].tokens == want
+
+
+@torch.no_grad()
+def test_sampling_is_reproducible_and_batch_independent(qwen2):
+    m, tok, _ = qwen2
+    prompts = [sample.prompt_ids(tok, p) for p in PROBLEMS]
+    kw = dict(max_new_tokens=25, temperature=0.8, top_p=0.9, top_k=50, n=3)
+    a = sample.generate(m, prompts, seed=7, batch_size=2, **kw)
+    b = sample.generate(m, prompts, seed=7, batch_size=12, **kw)
+    c = sample.generate(m, prompts, seed=8, batch_size=12, **kw)
+    tokens = lambda outs: [[s.tokens for s in row] for row in outs]
+    assert tokens(a) == tokens(b) != tokens(c)
+    assert len({tuple(s) for s in tokens(a)[0]}) == 3  # the n samples of one prompt differ
+    greedy = sample.generate(m, prompts, max_new_tokens=25)
+    top1 = sample.generate(m, prompts, max_new_tokens=25, temperature=1.0, top_k=1)
+    assert tokens(greedy) == tokens(top1)
+
+
+def test_sample_tokens_follows_the_distribution():
+    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0, 0.5]]).repeat(20000, 1)
+    u = torch.rand(20000, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    counts = torch.bincount(sample.sample_tokens(logits, 0.5, 1.0, 0, u), minlength=5).double() / 20000
+    want = torch.softmax(logits[0] / 0.5, -1).double()
+    assert (counts - want).abs().max() < 0.01
+    # top_p keeps the smallest set of most likely tokens whose mass reaches top_p
+    nucleus = sample.sample_tokens(logits, 1.0, 0.7, 0, u)
+    probs = torch.softmax(logits[0], -1)
+    order = probs.argsort(descending=True).tolist()
+    keep = order[:next(i for i in range(5) if probs[order[:i + 1]].sum() >= 0.7) + 1]
+    assert set(nucleus.tolist()) == set(keep)
+    assert set(sample.sample_tokens(logits, 1.0, 1.0, 2, u).tolist()) == set(order[:2])
+
+
+@torch.no_grad()
+def test_continuous_batching_refills_slots(qwen2):
+    """More sequences than slots, limits reached at different steps: every sequence is completed and
+    equals its own single-sequence generation."""
+    m, tok, _ = qwen2
+    prompts = [sample.prompt_ids(tok, p) for p in PROBLEMS * 3]
+    stop = sample.generate(m, prompts[:1], max_new_tokens=30)[0][0].tokens[3]
+    finished = []
+    outs = sample.generate(m, prompts, max_new_tokens=30, stop_ids=[stop], batch_size=2, max_prefill_tokens=100,
+                           on_finish=lambda i, j, c: finished.append(i))
+    assert sorted(finished) == list(range(len(prompts)))
+    for p, o in zip(prompts, outs):
+        assert o[0].tokens == sample.generate(m, [p], max_new_tokens=30, stop_ids=[stop])[0][0].tokens
+
+
+def test_prompt_longer_than_context_is_an_error(qwen2):
+    m, _, _ = qwen2
+    with pytest.raises(ValueError, match="prompt 1 has 2000 tokens"):
+        sample.generate(m, [[1, 2], [3] * 2000], max_new_tokens=5)
+
+
+def test_tokens_never_run_past_the_context(qwen2):
+    m, _, _ = qwen2
+    out = sample.generate(m, [[5] * 1020], max_new_tokens=50)[0][0]
+    assert len(out.tokens) == 1024 - 1020 and out.finish == "length"
+
+
+def run_cli(*args):
+    try:
+        sample.main([str(a) for a in args])
+    except SystemExit as e:
+        return str(e.code)
+    return None
+
+
+def test_cli_appends_and_resumes(qwen2, tmp_path, capsys):
+    _, _, path = qwen2
+    prompts = tmp_path / "in.jsonl"
+    prompts.write_text("".join(json.dumps({"id": f"p{i}", "problem": p, "answer": "4"}) + "\n"
+                               for i, p in enumerate(PROBLEMS)) + json.dumps({"id": "long", "problem": "y" * 1100}) + "\n")
+    out = tmp_path / "out.jsonl"
+    common = ["--model", path, "--prompts", prompts, "--out", out, "--n", 2, "--max_new_tokens", 8, "--temperature", 0.7]
+    assert run_cli(*common) is None
+    first = out.read_text().splitlines()
+    assert len(first) == 8 and "skipped 1 prompt(s) longer than the context" in capsys.readouterr().err
+    row = json.loads(first[0])
+    assert {"id", "problem", "answer", "sample", "response", "tokens", "finish"} <= set(row)
+    # an interrupted run: three complete lines and a torn one; the rerun completes exactly the rest
+    out.write_text("\n".join(first[:3]) + "\n" + first[3][:20])
+    assert run_cli(*common) is None
+    again = out.read_text().splitlines()
+    assert len(again) == 8 and again[:3] == first[:3]
+    assert sorted(again) == sorted(first)  # the same seed gives the same completions whatever the batch
+
+
+def test_cli_names_the_bad_line(qwen2, tmp_path):
+    _, _, path = qwen2
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": 1, "problem": "ok"}\n{"id": 2, "problem": \n')
+    assert "bad.jsonl:2: not valid JSON" in run_cli("--model", path, "--prompts", bad, "--out", tmp_path / "o.jsonl")
+    bad.write_text('{"id": 1, "problem": "ok"}\n\n{"id": 2, "question": "?"}\n')
+    assert "bad.jsonl:3: missing field(s) problem" in run_cli("--model", path, "--prompts", bad, "--out", tmp_path / "o.jsonl")
+
+
+def test_cli_missing_model_is_a_clear_error(tmp_path):
+    msg = run_cli("--model", tmp_path / "nothing", "--prompt", "hi")
+    assert msg.startswith("error:") and "nothing" in msg
+
+
+def test_cli_single_prompt(qwen2, capsys):
+    _, _, path = qwen2
+    assert run_cli("--model", path, "--prompt", "What is 2+2?", "--max_new_tokens", 5, "--n", 2) is None
+    assert capsys.readouterr().out.count("--- sample") == 2
