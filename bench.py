@@ -88,6 +88,71 @@ def bench_generate(workdir: Path):
            identical_tokens=same, tokens=n_tokens)
 
 
+def train_side(side, path, examples, steps, global_batch, row_tokens, micro_batch):
+    """One side of the training bench, in a process of its own so that its peak memory is its own."""
+    import resource
+    import train
+    torch.set_num_threads(1)
+    if side == "ours":
+        model = M.Transformer.from_pretrained(path).train()
+    else:
+        from transformers import AutoModelForCausalLM
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    useful, t0 = 0, None
+    for step in range(steps + 1):  # step 0 warms up and is not timed
+        if step == 1:
+            t0 = time.perf_counter()
+        batch = [examples[(step * global_batch + k) % len(examples)] for k in range(global_batch)]
+        n_target = sum(len(ids) - n for ids, n in batch)
+        if side == "ours":  # train.py: packed rows, loss over the global batch's completion tokens
+            for row in train.split_and_pack(batch, 1, row_tokens)[0]:
+                ids, pos, tgt = train.make_row([batch[i] for i in row], "cpu")
+                (model(ids, pos, targets=tgt) / n_target).backward()
+        else:  # Hugging Face Trainer: micro-batches of examples padded to the longest, mean loss per micro-batch
+            for i in range(0, global_batch, micro_batch):
+                chunk = batch[i:i + micro_batch]
+                width = max(len(ids) for ids, _ in chunk)
+                ids = torch.tensor([ids + [0] * (width - len(ids)) for ids, _ in chunk])
+                mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids, _ in chunk])
+                labels = torch.tensor([[-100] * n + ids[n:] + [-100] * (width - len(ids)) for ids, n in chunk])
+                (model(input_ids=ids, attention_mask=mask, labels=labels).loss / (global_batch // micro_batch)).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        useful += n_target if step else 0
+    seconds = time.perf_counter() - t0
+    return useful / seconds, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def bench_train(workdir: Path):
+    """train.py's packed rows against padded batches (one example per row, padded to the longest, as the
+    Hugging Face Trainer does) on the same tiny model, examples of widely varied lengths, and the same
+    global batches: completion tokens per second and peak memory (max RSS) of each."""
+    import multiprocessing
+    path = tiny.make_model(workdir / "train", "qwen2", hidden=256, layers=4, heads=8, kv_heads=2, intermediate=512,
+                           context=4096, seed=0)
+    tok = sample.load_tokenizer(path)
+    rng = torch.Generator().manual_seed(0)
+    # long-tailed response lengths, like CoT traces: most short, a few very long
+    lengths = torch.distributions.LogNormal(4.5, 0.9).sample((256,)).clamp(10, 1500).long().tolist()
+    examples = [sample.example_ids(tok, f"{i} + {i} = ?", "".join(chr(97 + int(c)) for c in
+                                   torch.randint(0, 26, (n,), generator=rng))) for i, n in enumerate(lengths)]
+    lens = torch.tensor([float(len(ids)) for ids, _ in examples])
+    steps, global_batch, row_tokens, micro_batch = 6, 32, 2048, 4
+    print(f"training: {len(examples)} examples of {lens.min():.0f}-{lens.max():.0f} tokens (mean {lens.mean():.0f}), "
+          f"{steps} steps of {global_batch} examples; ours: packed rows of {row_tokens} tokens; reference: "
+          f"micro-batches of {micro_batch} padded examples", flush=True)
+    ctx = multiprocessing.get_context("spawn")
+    results = {}
+    for side in ("ours", "reference"):
+        with ctx.Pool(1) as pool:
+            results[side] = pool.apply(train_side, (side, path, examples, steps, global_batch, row_tokens, micro_batch))
+    (ours, ours_mem), (ref, ref_mem) = results["ours"], results["reference"]
+    print(f"training: peak memory (max RSS) ours {ours_mem:.0f} MB, reference {ref_mem:.0f} MB", flush=True)
+    report("train", ours, ref, "completion tok/s", peak_rss_mb={"ours": ours_mem, "reference": ref_mem})
+    report("train_memory", ours_mem, ref_mem, "MB")
+
+
 def main():
     torch.manual_seed(0)
     # tiny models: one thread avoids OpenMP synchronisation dominating, and keeps the ratio stable when the
@@ -95,6 +160,7 @@ def main():
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as d:
         bench_generate(Path(d))
+        bench_train(Path(d))
     Path("out").mkdir(exist_ok=True)
     Path("out/bench.json").write_text(json.dumps(RESULTS, indent=2))
 

@@ -130,9 +130,7 @@ class KVCache:
 class AttnInfo:
     flash: bool
     decode: bool
-    doc_mask: torch.Tensor | None = None     # sdpa, packed: (B, 1, T, T) causal within documents; None = plain causal
-    doc_index: tuple | None = None           # sdpa, packed: (document, offset) of every token, to pad documents
-    doc_shape: tuple = ()                    #   into rows of their own: (documents, longest)
+    doc_lengths: list | None = None          # sdpa, packed: document lengths in the flattened tokens; None = one per row
     cu_seqlens: torch.Tensor | None = None   # flash, packed: document boundaries in the flattened tokens
     max_seqlen: int = 0
     cache: KVCache | None = None
@@ -168,18 +166,8 @@ def attn_info(positions: torch.Tensor, cache, slots, flash: bool) -> AttnInfo:
     lengths = cu_seqlens[1:] - cu_seqlens[:-1]
     if flash:
         info.cu_seqlens, info.max_seqlen = cu_seqlens.to(torch.int32), int(lengths.max())
-    elif len(idx) > B:
-        # SDPA has no varlen kernel: either one (T, T) block-diagonal causal mask per row, or every document
-        # in its own row of a right-padded batch with a plain causal mask. Same result; take the cheaper.
-        n_docs, longest = len(idx), int(lengths.max())
-        if n_docs * longest ** 2 < B * T ** 2:
-            doc = torch.repeat_interleave(torch.arange(n_docs, device=idx.device), lengths)
-            info.doc_index = (doc, torch.arange(B * T, device=idx.device) - cu_seqlens[doc])
-            info.doc_shape = (n_docs, longest)
-        else:
-            doc = starts.cumsum(1)
-            causal = torch.ones(T, T, dtype=torch.bool, device=positions.device).tril()
-            info.doc_mask = ((doc[:, :, None] == doc[:, None, :]) & causal)[:, None]
+    elif len(idx) > B:  # packed rows: SDPA has no varlen kernel, so attention runs document by document
+        info.doc_lengths = lengths.tolist()
     return info
 
 
@@ -212,19 +200,13 @@ def attention(q, k, v, info: AttnInfo, layer: int):
         scores = q.view(B, Hkv, H // Hkv, D) @ k.permute(0, 2, 3, 1) * D ** -0.5   # (B, Hkv, G, L)
         probs = torch.softmax(scores.float() + info.decode_bias, -1).to(v.dtype)
         return (probs @ v.transpose(1, 2)).view(B, 1, H, D)
-    if info.doc_index is not None:  # documents as rows of a right-padded batch (padding is after, so never seen)
-        padded = []
-        for t in (q, k, v):
-            x = t.new_zeros(*info.doc_shape, *t.shape[2:])
-            x[info.doc_index] = t.reshape(B * T, *t.shape[2:])
-            padded.append(x.transpose(1, 2))
-        out = F.scaled_dot_product_attention(*padded, is_causal=True, enable_gqa=True)
-        return out.transpose(1, 2)[info.doc_index].view(B, T, H, D)
-    q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
-    if info.doc_mask is None:
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
-    else:
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=info.doc_mask, enable_gqa=True)
+    if info.doc_lengths is not None:  # exactly varlen's semantics; cheaper on CPU than one block-diagonal mask
+        outs = []
+        for qd, kd, vd in zip(*(t.reshape(B * T, *t.shape[2:]).split(info.doc_lengths) for t in (q, k, v))):
+            outs.append(F.scaled_dot_product_attention(qd.transpose(0, 1), kd.transpose(0, 1), vd.transpose(0, 1),
+                                                       is_causal=True, enable_gqa=True).transpose(0, 1))
+        return torch.cat(outs).view(B, T, H, D)
+    out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True, enable_gqa=True)
     return out.transpose(1, 2)
 
 
@@ -299,6 +281,10 @@ class Block(nn.Module):
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
+def cross_entropy_sum(h, targets, weight):
+    return F.cross_entropy(F.linear(h, weight).float(), targets, reduction="sum")
+
+
 class Transformer(nn.Module):
     def __init__(self, cfg: Config):
         super().__init__()
@@ -313,8 +299,11 @@ class Transformer(nn.Module):
         self.register_buffer("inv_freq", rope_inv_freq(cfg), persistent=False)
         self.attn_backend = "auto"          # "auto": flash-attn on CUDA when installed, else SDPA
         self.gradient_checkpointing = False  # recompute each block in backward (train.py --activation_checkpointing)
+        self.loss_chunk = 4096               # target tokens per chunk of the loss
 
-    def forward(self, input_ids, positions=None, cache: KVCache | None = None, slots=None):
+    def forward(self, input_ids, positions=None, cache: KVCache | None = None, slots=None, targets=None):
+        """Hidden states (B, T, hidden_size); with `targets` (B, T; -100 = no loss) the summed cross-entropy
+        over the target tokens instead, computed in chunks so the (tokens x vocab) logits never exist at once."""
         B, T = input_ids.shape
         if positions is None:
             positions = torch.arange(T, device=input_ids.device).expand(B, T)
@@ -329,7 +318,19 @@ class Transformer(nn.Module):
                 x = torch.utils.checkpoint.checkpoint(block, x, cos, sin, info, use_reentrant=False)
             else:
                 x = block(x, cos, sin, info)
-        return self.model.norm(x)
+        x = self.model.norm(x)
+        return x if targets is None else self.loss_sum(x, targets)
+
+    def loss_sum(self, x, targets):
+        keep = targets != -100
+        h, t = x[keep], targets[keep]
+        # each chunk's logits are recomputed in backward rather than kept: 16k tokens x 152k vocab is 10 GB
+        total = (x[:, :1] * 0).sum()  # keeps the graph connected (and every parameter in it) when no token counts
+        for i in range(0, len(t), self.loss_chunk):
+            total = total + torch.utils.checkpoint.checkpoint(
+                cross_entropy_sum, h[i:i + self.loss_chunk], t[i:i + self.loss_chunk], self.lm_head.weight,
+                use_reentrant=False)
+        return total
 
     # -- checkpoints -----------------------------------------------------------
 
@@ -338,21 +339,24 @@ class Transformer(nn.Module):
         """Build on the meta device (no memory), then assign the tensors read from the safetensors shards."""
         path = Path(path)
         cfg = Config.from_hf(read_config(path), str(path / "config.json"))
+        return cls.from_state_dict(cfg, load_safetensors(path, dtype, device), where=str(path))
+
+    @classmethod
+    def from_state_dict(cls, cfg: Config, state: dict, where="state dict"):
         with torch.device("meta"):
             m = cls(cfg)
-        state = load_safetensors(path, dtype, device)
         expected = set(m.state_dict())
         if cfg.tie_word_embeddings:
             expected.discard("lm_head.weight")
-            state.pop("lm_head.weight", None)
+            state = {k: v for k, v in state.items() if k != "lm_head.weight"}
         missing, unexpected = expected - set(state), set(state) - expected
         if missing or unexpected:
-            raise ValueError(f"{path}: checkpoint does not match its config.json: missing {sorted(missing)[:5]}, "
+            raise ValueError(f"{where}: checkpoint does not match its config.json: missing {sorted(missing)[:5]}, "
                              f"unexpected {sorted(unexpected)[:5]} (is the download complete?)")
         m.load_state_dict(state, strict=False, assign=True)
         if cfg.tie_word_embeddings:
             m.lm_head.weight = m.model.embed_tokens.weight
-        m.inv_freq = rope_inv_freq(cfg).to(device)
+        m.inv_freq = rope_inv_freq(cfg).to(m.lm_head.weight.device)
         return m.eval()
 
     def save_pretrained(self, path, max_shard_bytes=5 * 2**30):
@@ -405,13 +409,10 @@ def atomic_write_text(path, text: str):
     os.replace(tmp, path)
 
 
-def save_checkpoint(state: dict, cfg: Config, path, max_shard_bytes=5 * 2**30, extra_files=()):
-    """Write config.json + safetensors (sharded with an index when large) into a temporary directory next to
-    `path`, then rename it into place: a killed process leaves the previous checkpoint untouched."""
+def write_weights(state: dict, cfg: Config, directory: Path, max_shard_bytes=5 * 2**30):
+    """config.json + safetensors, sharded with an index when larger than max_shard_bytes (the HF layout)."""
     from safetensors.torch import save_file
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
+    directory = Path(directory)
     if cfg.tie_word_embeddings:
         state = {k: v for k, v in state.items() if k != "lm_head.weight"}
     state = {k: v.detach().contiguous().cpu() for k, v in state.items()}
@@ -425,26 +426,38 @@ def save_checkpoint(state: dict, cfg: Config, path, max_shard_bytes=5 * 2**30, e
         size += nbytes
     dtype = str(next(iter(state.values())).dtype).removeprefix("torch.")
     if len(shards) == 1:
-        save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        save_file(state, str(directory / "model.safetensors"), metadata={"format": "pt"})
     else:
         weight_map = {}
         for i, keys in enumerate(shards):
             name = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
-            save_file({k: state[k] for k in keys}, str(tmp / name), metadata={"format": "pt"})
+            save_file({k: state[k] for k in keys}, str(directory / name), metadata={"format": "pt"})
             weight_map.update({k: name for k in keys})
         total = sum(t.numel() * t.element_size() for t in state.values())
-        (tmp / "model.safetensors.index.json").write_text(
+        (directory / "model.safetensors.index.json").write_text(
             json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
-    (tmp / "config.json").write_text(json.dumps({**cfg.hf, "torch_dtype": dtype, "dtype": dtype}, indent=2))
-    for src in extra_files:  # e.g. the tokenizer, so a checkpoint directory is complete for vLLM
-        shutil.copy2(src, tmp / Path(src).name)
-    for f in tmp.iterdir():
-        with open(f, "rb") as fh:
-            os.fsync(fh.fileno())
-    if path.exists():  # replace an existing directory: move it aside first, drop it once the new one is in place
+    (directory / "config.json").write_text(json.dumps({**cfg.hf, "torch_dtype": dtype, "dtype": dtype}, indent=2))
+
+
+def commit_dir(tmp: Path, path: Path):
+    """Put a fully written temporary directory in place of `path` by renaming: a killed process leaves
+    either the previous `path` or the new one, never a half-written directory under that name."""
+    for f in Path(tmp).rglob("*"):
+        if f.is_file():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+    if path.exists():  # move the old one aside first, drop it once the new one is in place
         old = path.with_name(f".{path.name}.old-{os.getpid()}")
         os.replace(path, old)
         os.replace(tmp, path)
         shutil.rmtree(old)
     else:
         os.replace(tmp, path)
+
+
+def save_checkpoint(state: dict, cfg: Config, path, max_shard_bytes=5 * 2**30):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
+    write_weights(state, cfg, tmp, max_shard_bytes)
+    commit_dir(tmp, path)

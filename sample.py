@@ -52,7 +52,8 @@ def load_tokenizer(path):
 
 
 def prompt_text(tok, problem: str) -> str:
-    text = tok.apply_chat_template([{"role": "user", "content": f"{problem}\n{INSTRUCTION}"}],
+    content = problem if INSTRUCTION in problem else f"{problem}\n{INSTRUCTION}"  # chat data may carry it already
+    text = tok.apply_chat_template([{"role": "user", "content": content}],
                                    tokenize=False, add_generation_prompt=True)
     # newer R1 templates end the generation prompt with "<think>\n", older ones do not: make it always so
     return text if text.endswith("<think>\n") else text + "<think>\n"
@@ -76,8 +77,9 @@ def stop_ids(tok) -> list[int]:
     return [tok.eos_token_id]
 
 
-def read_jsonl(path, required=("problem",)) -> list[dict]:
-    """Rows of a JSON Lines file; a malformed line or a missing field is an error naming file and line."""
+def read_jsonl(path, required=("problem",), check=None) -> list[dict]:
+    """Rows of a JSON Lines file; a malformed line or a missing field is an error naming file and line.
+    `check(row)` may return a further complaint about a row (a string), reported the same way."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
@@ -96,6 +98,9 @@ def read_jsonl(path, required=("problem",)) -> list[dict]:
             if missing:
                 raise ValueError(f"{path}:{lineno}: missing field(s) {', '.join(missing)}; "
                                  f"each line needs {', '.join(required)}")
+            complaint = check(row) if check else None
+            if complaint:
+                raise ValueError(f"{path}:{lineno}: {complaint}")
             rows.append(row)
     return rows
 

@@ -10,7 +10,8 @@ import argparse
 from pathlib import Path
 
 BOS, EOS = "<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>"
-SPECIAL = [BOS, EOS, "<｜User｜>", "<｜Assistant｜>", "<think>", "</think>"]
+SPECIAL = [BOS, EOS, "<｜User｜>", "<｜Assistant｜>"]
+THINK = ["<think>", "</think>"]  # single tokens, but not special (as in R1): decoding keeps them
 
 # The R1-Distill chat format, reduced to what nanoTLDR renders: BOS, user turn, assistant turn.
 CHAT_TEMPLATE = (
@@ -37,6 +38,7 @@ def make_tokenizer(alphabet: str | None = None):
         tok.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
         tok.decoder = decoders.Fuse()
     tok.add_special_tokens(SPECIAL)
+    tok.add_tokens(THINK)
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=BOS, eos_token=EOS, pad_token=EOS,
                                    chat_template=CHAT_TEMPLATE)
 

@@ -1,0 +1,161 @@
+"""
+Download the math benchmarks from the Hugging Face Hub and write them as JSON Lines, one problem per
+line with "id", "problem", "answer" (and "solution", "subject", "level" where the source has them):
+
+    python data/prepare.py                          # every set into data/bench/
+    python data/prepare.py --only gsm8k_test,math500 --out data/bench
+
+| file                 | source on the Hub                                               |
+| -------------------- | --------------------------------------------------------------- |
+| gsm8k_train.jsonl    | openai/gsm8k (main, train): the System-1 problems               |
+| gsm8k_test.jsonl     | openai/gsm8k (main, test)                                       |
+| math500.jsonl        | HuggingFaceH4/MATH-500                                          |
+| aime24.jsonl         | AI-MO/aimo-validation-aime, the 2024 problems                   |
+| amc23.jsonl          | AI-MO/aimo-validation-amc, the 2023 problems                    |
+| aime_1983_2023.jsonl | di-zhang-fdu/AIME_1983_2024, years 1983-2023 (the TLDR dev set) |
+
+"answer" is the reference final answer as a string: GSM8K the number after "####" without commas,
+MATH-500 its LaTeX answer, AIME/AMC the integer as written in the source ("025"; AMC's 36.0 -> "36").
+Needs network access to the Hub; the parquet sources also need pyarrow (`pip install pyarrow`).
+"""
+
+import argparse
+import csv
+import json
+import os
+import re
+import sys
+import tempfile
+from pathlib import Path
+
+OUT_DIR = Path(__file__).resolve().parent / "bench"
+
+# set -> (Hub dataset, file in it, expected number of problems)
+SOURCES = {
+    "gsm8k_train": ("openai/gsm8k", "main/train-00000-of-00001.parquet", 7473),
+    "gsm8k_test": ("openai/gsm8k", "main/test-00000-of-00001.parquet", 1319),
+    "math500": ("HuggingFaceH4/MATH-500", "test.jsonl", 500),
+    "aime24": ("AI-MO/aimo-validation-aime", "data/train-00000-of-00001.parquet", 30),
+    "amc23": ("AI-MO/aimo-validation-amc", "data/train-00000-of-00001.parquet", 40),
+    "aime_1983_2023": ("di-zhang-fdu/AIME_1983_2024", "AIME_Dataset_1983_2024.csv", 919),
+}
+
+# -----------------------------------------------------------------------------
+# conversions from the source rows to our schema (pure functions: the tests feed them hand-made rows)
+
+
+def answer_text(x):
+    """A reference answer as a string; integral floats lose their ".0" (AMC's answers are floats)."""
+    if isinstance(x, float) and x.is_integer():
+        return str(int(x))
+    return str(x).strip()
+
+
+def gsm8k_rows(rows, split):
+    out = []
+    for i, r in enumerate(rows):
+        solution, _, final = r["answer"].rpartition("####")
+        out.append({"id": f"gsm8k-{split}-{i}", "problem": r["question"], "answer": final.strip().replace(",", ""),
+                    "solution": solution.strip(), "source": f"openai/gsm8k main {split}"})
+    return out
+
+
+def math500_rows(rows):
+    return [{"id": r["unique_id"], "problem": r["problem"], "answer": r["answer"], "solution": r["solution"],
+             "subject": r["subject"], "level": r["level"], "source": "MATH-500 (HuggingFaceH4/MATH-500)"}
+            for r in rows]
+
+
+def aimo_rows(rows, year):
+    """The problems of one year from AI-MO's validation sets, keyed like "2024_AIME_I-1" from their url."""
+    out = []
+    for r in rows:
+        m = re.search(r"/(\d{4})_([^/]+?)_Problems/Problem_(\d+)", r["url"])
+        if m and int(m.group(1)) == year:
+            out.append({"id": f"{m.group(1)}_{m.group(2)}-{m.group(3)}", "problem": r["problem"],
+                        "answer": answer_text(r["answer"]), "source": r["url"]})
+    return out
+
+
+def aime_dev_rows(rows):
+    """AIME 1983-2023 from the CSV (columns Year, Question, Answer), in the file's order."""
+    keep = [r for r in rows if int(r["Year"]) <= 2023]
+    return [{"id": f"aime-dev-{i}", "problem": r["Question"], "answer": answer_text(r["Answer"]),
+             "source": "AIME 1983-2023 (the TLDR dev set)"} for i, r in enumerate(keep)]
+
+
+CONVERT = {
+    "gsm8k_train": lambda rows: gsm8k_rows(rows, "train"),
+    "gsm8k_test": lambda rows: gsm8k_rows(rows, "test"),
+    "math500": math500_rows,
+    "aime24": lambda rows: aimo_rows(rows, 2024),
+    "amc23": lambda rows: aimo_rows(rows, 2023),
+    "aime_1983_2023": aime_dev_rows,
+}
+
+# -----------------------------------------------------------------------------
+# download and read
+
+
+def download(repo, filename, out_dir):
+    from huggingface_hub import hf_hub_download
+    try:
+        return hf_hub_download(repo, filename, repo_type="dataset")
+    except Exception as e:  # offline, blocked, renamed: all end the same way for the user
+        sys.exit(f"error: could not download {filename} of the dataset {repo} from the Hugging Face Hub "
+                 f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'no details'}).\n"
+                 f"data/prepare.py needs network access to huggingface.co. Offline, put the JSON Lines files "
+                 f"(fields id, problem, answer) into {out_dir}/ by other means, or pass evaluate.py "
+                 f"--data-dir to where they are.")
+
+
+def read_rows(path):
+    path = str(path)
+    if path.endswith(".parquet"):
+        try:
+            import pyarrow.parquet as pq
+        except ImportError:
+            sys.exit(f"error: reading {path} needs pyarrow: pip install pyarrow")
+        return pq.read_table(path).to_pylist()
+    if path.endswith(".csv"):
+        with open(path, newline="", encoding="utf-8") as f:
+            return list(csv.DictReader(f))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from sample import read_jsonl
+    return read_jsonl(path, required=())
+
+
+def write_jsonl(path, rows):
+    """Atomically: an interrupted run leaves no half-written benchmark behind."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default=str(OUT_DIR), help="output directory (default data/bench)")
+    p.add_argument("--only", help=f"comma-separated subset of: {', '.join(SOURCES)}")
+    args = p.parse_args(argv)
+    names = [s.strip() for s in args.only.split(",")] if args.only else list(SOURCES)
+    unknown = [s for s in names if s not in SOURCES]
+    if unknown:
+        sys.exit(f"error: unknown set(s) {', '.join(unknown)}; choose from {', '.join(SOURCES)}")
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        repo, filename, expected = SOURCES[name]
+        try:
+            rows = CONVERT[name](read_rows(download(repo, filename, out_dir)))
+        except (KeyError, ValueError) as e:
+            sys.exit(f"error: {repo}/{filename} is not in the expected format ({type(e).__name__}: {e}); "
+                     f"the dataset may have changed on the Hub")
+        write_jsonl(out_dir / f"{name}.jsonl", rows)
+        note = "" if len(rows) == expected else f" (expected {expected}: the Hub copy differs from the paper's)"
+        print(f"prepare: {out_dir / (name + '.jsonl')}: {len(rows)} problems from {repo}{note}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""evaluate.py end to end: a tiny random model answers two benchmarks; summary, table, resume, compare."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+import evaluate as E
+
+
+def lines(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_evaluate_end_to_end(tiny_models, shared_data, tmp_path):
+    model, out = tiny_models["qwen2"], tmp_path / "eval"
+    args = ["--model", str(model), "--bench", "gsm8k,math500", "--data-dir", str(shared_data), "--limit", "3",
+            "--samples", "2", "--max-new-tokens", "8", "--batch-size", "4", "--out-dir", str(out)]
+    summary = E.main(args)
+
+    saved = json.loads((out / "summary.json").read_text())
+    assert saved == summary and saved["settings"] == {"protocol": "tldr-paper", "temperature": 0.7, "top_p": 1.0,
+                                                      "max_new_tokens": 8, "seed": 0}
+    for bench in ["gsm8k", "math500"]:
+        m = saved["benchmarks"][bench]
+        assert (m["problems"], m["samples"], m["responses"], m["missing"]) == (3, 2, 6, 0)
+        assert 0 <= m["accuracy"] <= m["pass@k"]["2"] <= 1 and 1 <= m["tokens"] <= 8
+        assert 0 <= m["cut_at_limit"] <= 1 and m["grading_errors"] == {}
+        rows = lines(out / f"{bench}.jsonl")
+        assert len(rows) == 6 and {(r["id"], r["sample"]) for r in rows} == {
+            (p["id"], j) for p in lines(shared_data / E.BENCHMARKS[bench])[:3] for j in range(2)}
+        assert all({"response", "tokens", "finish", "correct", "pred", "error", "answer"} <= set(r) for r in rows)
+    assert set(saved["benchmarks"]["math500"]["by_level"]) <= {"1", "2", "3", "4", "5"}
+    table = (out / "summary.md").read_text()
+    assert "| model | GSM8K | MATH500 |" in table and f"| {model} |" in table
+    assert "## MATH500 by level" in table and "| GSM8K | 3 x 2 |" in table
+
+    # a rerun (here through the command line) generates only what is missing, and compares with a baseline
+    gsm = out / "gsm8k.jsonl"
+    gsm.write_text("".join(json.dumps(r) + "\n" for r in lines(gsm)[:-1]))
+    base = tmp_path / "base.json"
+    base.write_text(json.dumps({**saved, "model": "base"}))
+    p = subprocess.run([sys.executable, E.__file__, *args, "--compare", str(base)],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert len(lines(gsm)) == 6 and len(lines(out / "math500.jsonl")) == 6
+    compared = json.loads((out / "summary.json").read_text())
+    assert compared["compare"]["benchmarks"]["math500"] == {"accuracy_change": 0.0, "token_reduction": 0.0}
+    table = (out / "summary.md").read_text()
+    assert "| base (baseline) |" in table and "| change | +0.0 pt / +0.0% tokens |" in table
+
+    # responses made with other settings are not mixed in
+    with pytest.raises(SystemExit) as e:
+        E.main(args[:-2] + ["--out-dir", str(out), "--temperature", "0.5"])
+    assert "other settings (temperature: 0.7 -> 0.5)" in str(e.value)

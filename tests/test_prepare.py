@@ -1,0 +1,88 @@
+"""data/prepare.py: conversions from the Hub's formats to ours, on hand-made rows; the offline failure."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import prepare
+
+
+def test_gsm8k_answer_is_the_number_after_the_marks_without_commas():
+    rows = prepare.gsm8k_rows([{"question": "How much?", "answer": "5 * 250 = <<5*250=1250>>1250\n#### 1,250"},
+                               {"question": "Owed?", "answer": "She owes 3.\n#### -3"}], "test")
+    assert rows[0] == {"id": "gsm8k-test-0", "problem": "How much?", "answer": "1250",
+                       "solution": "5 * 250 = <<5*250=1250>>1250", "source": "openai/gsm8k main test"}
+    assert rows[1]["answer"] == "-3" and rows[1]["id"] == "gsm8k-test-1"
+
+
+def test_math500_keeps_id_level_and_latex_answer():
+    src = {"problem": "Convert $(0,3)$.", "solution": "...", "answer": "\\left( 3, \\frac{\\pi}{2} \\right)",
+           "subject": "Precalculus", "level": 2, "unique_id": "test/precalculus/807.json"}
+    (row,) = prepare.math500_rows([src])
+    assert row["id"] == "test/precalculus/807.json" and row["answer"] == src["answer"] and row["level"] == 2
+
+
+def test_aimo_rows_pick_the_year_and_key_by_url():
+    url = "https://artofproblemsolving.com/wiki/index.php/{}_Problems/Problem_{}"
+    rows = [{"problem": "A", "answer": "025", "url": url.format("2024_AIME_I", 7)},
+            {"problem": "B", "answer": "113", "url": url.format("2023_AIME_II", 1)},
+            {"problem": "C", "answer": 36.0, "url": url.format("2023_AMC_12A", 10)},
+            {"problem": "D", "answer": 0.5, "url": url.format("2023_AMC_12B", 3)}]
+    assert prepare.aimo_rows(rows, 2024) == [{"id": "2024_AIME_I-7", "problem": "A", "answer": "025",
+                                              "source": url.format("2024_AIME_I", 7)}]
+    assert [(r["id"], r["answer"]) for r in prepare.aimo_rows(rows, 2023)] == [
+        ("2023_AIME_II-1", "113"), ("2023_AMC_12A-10", "36"), ("2023_AMC_12B-3", "0.5")]
+
+
+def test_aime_dev_is_1983_to_2023_from_the_csv(tmp_path):
+    csv = tmp_path / "aime.csv"
+    csv.write_text('ID,Year,Problem Number,Question,Answer,Part\n'
+                   '1983-1,1983,1,"Let $x$, $y$ and $z$ all exceed $1$.",60,\n'
+                   '1994-15,1994,15,"Find it.",080 or 081 (both were accepted),\n'
+                   '2024-II-1,2024,1,"Later.",204,II\n')
+    rows = prepare.aime_dev_rows(prepare.read_rows(csv))
+    assert [r["id"] for r in rows] == ["aime-dev-0", "aime-dev-1"]
+    assert rows[0]["problem"] == "Let $x$, $y$ and $z$ all exceed $1$."
+    assert rows[1]["answer"] == "080 or 081 (both were accepted)"
+
+
+def test_main_writes_our_schema(tmp_path, monkeypatch):
+    # the Hub replaced by local files in the sources' formats (the parquet ones need pyarrow, not installed here)
+    src = tmp_path / "hub"
+    src.mkdir()
+    (src / "test.jsonl").write_text(json.dumps({"problem": "1+1?", "solution": "2", "answer": "2", "subject": "Algebra",
+                                                "level": 1, "unique_id": "test/algebra/1.json"}) + "\n")
+    (src / "aime.csv").write_text("ID,Year,Problem Number,Question,Answer,Part\n1985-1,1985,1,Q?,32,\n")
+    files = {"test.jsonl": src / "test.jsonl", "AIME_Dataset_1983_2024.csv": src / "aime.csv"}
+    monkeypatch.setattr(prepare, "download", lambda repo, filename, out_dir: files[filename])
+    prepare.main(["--out", str(tmp_path / "bench"), "--only", "math500,aime_1983_2023"])
+    math = [json.loads(line) for line in (tmp_path / "bench" / "math500.jsonl").read_text().splitlines()]
+    dev = [json.loads(line) for line in (tmp_path / "bench" / "aime_1983_2023.jsonl").read_text().splitlines()]
+    assert math[0]["id"] == "test/algebra/1.json" and {"id", "problem", "answer"} <= set(math[0])
+    assert dev == [{"id": "aime-dev-0", "problem": "Q?", "answer": "32", "source": "AIME 1983-2023 (the TLDR dev set)"}]
+    assert sorted(os.listdir(tmp_path / "bench")) == ["aime_1983_2023.jsonl", "math500.jsonl"]  # no temp files left
+
+
+def test_parquet_sources_are_read_when_pyarrow_is_there(tmp_path):
+    pa = pytest.importorskip("pyarrow", reason="pyarrow is not installed (prepare.py asks for it only for parquet)")
+    import pyarrow.parquet as pq
+    pq.write_table(pa.Table.from_pylist([{"question": "Q", "answer": "x\n#### 7"}]), tmp_path / "t.parquet")
+    assert prepare.gsm8k_rows(prepare.read_rows(tmp_path / "t.parquet"), "train")[0]["answer"] == "7"
+
+
+def test_offline_fails_with_a_clear_message(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}  # no network, empty cache
+    p = subprocess.run([sys.executable, prepare.__file__, "--out", str(tmp_path / "bench"),
+                        "--only", "math500"], env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 1
+    assert "could not download test.jsonl of the dataset HuggingFaceH4/MATH-500" in p.stderr
+    assert "needs network access" in p.stderr and "Traceback" not in p.stderr
+    assert not (tmp_path / "bench" / "math500.jsonl").exists()
+
+
+def test_unknown_set_is_an_error():
+    with pytest.raises(SystemExit) as e:
+        prepare.main(["--only", "gsm8k_test,aime25"])
+    assert "unknown set(s) aime25" in str(e.value)

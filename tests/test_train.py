@@ -1,0 +1,253 @@
+"""train.py: completion-only loss, accumulation, FSDP2 against one process, exact resume, the mixture rule,
+and the failure paths."""
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import model as M
+import sample
+import tiny
+import train
+from ratio import Bounds
+
+ROOT = Path(__file__).resolve().parents[1]
+TIMING = ("time", "tok_per_s", "eval_time")
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """A tiny random model, System-1 (short) and System-2 (long, widely varied) sets, a dev set, bounds."""
+    d = tmp_path_factory.mktemp("train")
+    tiny.make_model(d / "model", "qwen2", seed=0)
+    s1 = [{"problem": f"{a}+{b}", "response": f"</think>\n\n\\boxed{{{a + b}}}"} for a in range(1, 9) for b in range(1, 6)]
+    s2 = [{"problem": f"{a}*{b}", "response": f"{a} times {b}. " + "Wait, let me check. " * ((a * b) % 9)
+           + f"</think>\n\n\\boxed{{{a * b}}}"} for a in range(1, 9) for b in range(1, 6)]
+    write_jsonl(d / "s1.jsonl", s1)
+    write_jsonl(d / "s2.jsonl", s2)
+    write_jsonl(d / "dev.jsonl", [{"id": i, "problem": f"{i}+1", "answer": str(i + 1)} for i in range(4)])
+    Bounds(10, 0.1, 40, 0.6).save(d / "bounds.json", sampling={"temperature": 0.7, "top_p": 1.0, "max_new_tokens": 12})
+    return d
+
+
+def args(d, out, **over):
+    base = dict(model=d / "model", system1=d / "s1.jsonl", system2=d / "s2.jsonl", dev=d / "dev.jsonl",
+                bounds=d / "bounds.json", out_dir=out, max_steps=6, global_batch=8, row_tokens=400, max_len=400,
+                eval_interval=3, save_interval=3, dev_max_new_tokens=12, lr=1e-3)
+    base.update(over)
+    return [f"--{k}={v}" for k, v in base.items()]
+
+
+def metrics(out):
+    return [{k: v for k, v in json.loads(l).items() if k not in TIMING} for l in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def weights(ckpt):
+    return load_file(str(ckpt / "model.safetensors"))
+
+
+def grads(model, rows, n_target):
+    model.zero_grad()
+    for row in rows:
+        (model(*row[:2], targets=row[2]) / n_target).backward()
+    return {k: p.grad.clone() for k, p in model.named_parameters()}
+
+
+def test_loss_is_completion_only(setup):
+    tok = sample.load_tokenizer(setup / "model")
+    examples = train.load_examples(setup / "s2.jsonl", tok, 400, "system2")[:3]
+    ids, pos, tgt = train.make_row(examples, "cpu")
+    m = M.Transformer.from_pretrained(setup / "model")
+    with torch.no_grad():
+        logits = m.lm_head(m(ids, pos))[0]
+    want, start = 0.0, 0
+    for seq, n_prompt in examples:  # by hand: predict token j+1 from position j, for completion tokens only
+        for j in range(n_prompt - 1, len(seq) - 1):
+            want -= torch.log_softmax(logits[start + j], -1)[seq[j + 1]].item()
+        assert (tgt[0, start:start + n_prompt - 1] == -100).all() and tgt[0, start + len(seq) - 1] == -100
+        start += len(seq)
+    assert m(ids, pos, targets=tgt).item() == pytest.approx(want, rel=1e-5)
+    # the prompt's tokens are never targets: changing them changes no target
+    assert (tgt != -100).sum() == sum(len(s) - n for s, n in examples)
+
+
+def test_accumulation_and_checkpointing_give_equal_gradients(setup):
+    tok = sample.load_tokenizer(setup / "model")
+    examples = train.load_examples(setup / "s2.jsonl", tok, 400, "system2")[:8]
+    n_target = sum(train.completion_tokens(e) for e in examples)
+    m = M.Transformer.from_pretrained(setup / "model").train()
+    one = train.split_and_pack(examples, 1, 10_000)[0]
+    four = train.split_and_pack(examples, 1, sum(len(e[0]) for e in examples) // 4 + 60)[0]
+    assert len(one) == 1 and len(four) == 4
+    rows = lambda plan: [train.make_row([examples[i] for i in r], "cpu") for r in plan]
+    g1 = grads(m, rows(one), n_target)
+    g4 = grads(m, rows(four), n_target)
+    m.gradient_checkpointing, m.loss_chunk = True, 7  # recomputed blocks, the loss in many chunks
+    g_ckpt = grads(m, rows(four), n_target)
+    for k in g1:
+        assert torch.allclose(g1[k], g4[k], rtol=1e-4, atol=1e-6), k
+        assert torch.allclose(g4[k], g_ckpt[k], rtol=1e-4, atol=1e-6), k
+
+
+def test_split_and_pack_is_balanced_and_complete():
+    examples = [([0] * n, 1) for n in (50, 10, 300, 7, 120, 120, 64)]
+    plans = train.split_and_pack(examples, 2, 310)
+    flat = sorted(i for plan in plans for row in plan for i in row)
+    assert flat == list(range(len(examples)))
+    for plan in plans:
+        assert all(sum(len(examples[i][0]) for i in row) <= 310 for row in plan)
+    loads = [sum(len(examples[i][0]) for row in plan for i in row) for plan in plans]
+    assert max(loads) - min(loads) <= 300
+
+
+def test_fsdp_two_processes_match_one(setup, tmp_path):
+    """torchrun --nproc_per_node=2 (gloo, FSDP2) against a single process on the same global batches:
+    same loss and gradient norm every step, same parameters at the end, same dev evaluation."""
+    single, multi = tmp_path / "single", tmp_path / "multi"
+    train.main(args(setup, single))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29731",
+                          str(ROOT / "train.py"), *args(setup, multi)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    a, b = metrics(single), metrics(multi)
+    assert [m.keys() for m in a] == [m.keys() for m in b]
+    for x, y in zip(a, b):
+        for k in x:
+            assert x[k] == pytest.approx(y[k], rel=1e-5, abs=1e-6), (x["step"], k)
+    wa, wb = weights(single / "step_000006"), weights(multi / "step_000006")
+    assert max((wa[k] - wb[k]).abs().max().item() for k in wa) < 1e-5
+    assert sorted(p.name for p in (multi / "step_000006" / "train_state").glob("optimizer-*")) == [
+        "optimizer-rank00000-of-00002.safetensors", "optimizer-rank00001-of-00002.safetensors"]
+
+
+def test_resume_is_exact(setup, tmp_path):
+    full, split = tmp_path / "full", tmp_path / "split"
+    train.main(args(setup, full))
+    train.main(args(setup, split, max_steps=3))
+    train.main(args(setup, split, resume=True))
+    assert torch.equal(torch.cat([v.flatten() for v in weights(full / "step_000006").values()]),
+                       torch.cat([v.flatten() for v in weights(split / "step_000006").values()]))
+    assert metrics(full) == metrics(split)
+    state = lambda out: json.loads((out / "step_000006" / "train_state" / "state.json").read_text())["mixture"]
+    assert state(full) == state(split)
+    # the checkpoint loads in transformers as it is
+    from transformers import AutoModelForCausalLM
+    AutoModelForCausalLM.from_pretrained(full / "step_000006")
+
+
+def test_mixture_follows_the_rule(setup, tmp_path):
+    out = tmp_path / "run"
+    train.main(args(setup, out))
+    evals = [m for m in metrics(out) if "dev_acc" in m]
+    assert [e["step"] for e in evals] == [3, 6]
+    w = (0.5, 0.5)
+    for e in evals:  # recompute every update from the logged dev measurement, by the formulas
+        b_short = max((e["dev_tokens"] - 10) / (40 - 10), 0)
+        b_long = max((0.6 - e["dev_acc"]) / (0.6 - 0.1), 0)
+        z = [w[0] * math.exp(4 * b_short), w[1] * math.exp(4 * b_long)]
+        w = tuple((1 - 1e-4) * x / sum(z) + 1e-4 / 2 for x in z)
+        assert (e["w_short"], e["w_long"]) == pytest.approx(w, rel=1e-9)
+    steps = [m for m in metrics(out) if "loss" in m]
+    assert steps[3]["w_short"] == evals[0]["w_short"]  # the next interval trains with the new weights
+    # random model: accuracy 0 and outputs at the 12-token cap, so System-2 (accuracy) gains weight
+    assert evals[0]["w_long"] > 0.5
+
+
+def test_static_mixture_keeps_its_weights(setup, tmp_path):
+    out = tmp_path / "static"
+    train.main(args(setup, out, mixture="static", w_short=0.25))
+    assert {(m["w_short"], m["w_long"]) for m in metrics(out) if "w_short" in m} == {(0.25, 0.75)}
+
+
+def test_killed_checkpoint_write_keeps_the_previous_one(setup, tmp_path, monkeypatch):
+    out = tmp_path / "killed"
+    real, calls = train.write_weights, []
+
+    def dies_second_time(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("killed while writing the checkpoint")
+        return real(*a, **k)
+    monkeypatch.setattr(train, "write_weights", dies_second_time)
+    with pytest.raises(KeyboardInterrupt):
+        train.main(args(setup, out))
+    assert [p.name for p in train.checkpoints(out)] == ["step_000003"]
+    M.Transformer.from_pretrained(out / "step_000003")  # still loadable
+    monkeypatch.setattr(train, "write_weights", real)
+    train.main(args(setup, out, resume=True))
+    reference = tmp_path / "reference"
+    train.main(args(setup, reference))
+    assert metrics(out) == metrics(reference)
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(setup, tmp_path, monkeypatch):
+    out = tmp_path / "nan"
+    real = train.lr_at
+    monkeypatch.setattr(train, "lr_at", lambda cfg, step: float("nan") if step == 4 else real(cfg, step))
+    with pytest.raises(SystemExit, match=r"at step 5: stopping before the update.*step_000003"):
+        train.main(args(setup, out))
+    assert [p.name for p in train.checkpoints(out)] == ["step_000003"]
+    w = weights(out / "step_000003")
+    assert all(torch.isfinite(t).all() for t in w.values())
+
+
+def test_over_length_examples_are_skipped_and_counted(setup, tmp_path, capsys):
+    tok = sample.load_tokenizer(setup / "model")
+    kept = train.load_examples(setup / "s2.jsonl", tok, 120, "system2")
+    assert 0 < len(kept) < 40 and all(len(ids) <= 120 for ids, _ in kept)
+    assert f"skipped {40 - len(kept)} of 40 examples longer than max_len=120" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("text, message", [
+    ('{"problem": "1+1", "response": "2"}\n{"problem": "2+2", "response": \n', r"bad.jsonl:2: not valid JSON"),
+    ('{"problem": "1+1", "response": "2"}\n{"problem": "2+2"}\n', r"bad.jsonl:2: missing field\(s\)"),
+    ('{"messages": [{"role": "user", "content": "hi"}]}\n', r"bad.jsonl:1: 'messages' needs a user and an assistant"),
+    ('\n\n', r"bad.jsonl: no usable system1 example"),
+])
+def test_bad_training_data_names_file_and_line(setup, tmp_path, text, message):
+    (tmp_path / "bad.jsonl").write_text(text)
+    with pytest.raises(SystemExit, match=message):
+        train.main(args(setup, tmp_path / "o", system1=tmp_path / "bad.jsonl"))
+
+
+def test_chat_messages_format_renders_like_problem_response(setup, tmp_path):
+    tok = sample.load_tokenizer(setup / "model")
+    write_jsonl(tmp_path / "chat.jsonl", [{"messages": [{"role": "user", "content": "1+1"},
+                                                        {"role": "assistant", "content": "</think>\n\n\\boxed{2}"}]}])
+    write_jsonl(tmp_path / "plain.jsonl", [{"problem": "1+1", "response": "</think>\n\n\\boxed{2}"}])
+    assert train.load_examples(tmp_path / "chat.jsonl", tok, 400, "s") == train.load_examples(tmp_path / "plain.jsonl", tok, 400, "s")
+
+
+def test_bounds_where_the_long_model_is_not_better(setup, tmp_path):
+    (tmp_path / "b.json").write_text(json.dumps({"short": {"tokens": 10, "accuracy": 0.6}, "long": {"tokens": 40, "accuracy": 0.5}}))
+    with pytest.raises(SystemExit, match="b.json.*long model must be more accurate"):
+        train.main(args(setup, tmp_path / "o", bounds=tmp_path / "b.json"))
+
+
+def test_bounds_measured_with_other_sampling_are_refused(setup, tmp_path):
+    with pytest.raises(SystemExit, match="the bounds were measured with"):
+        train.main(args(setup, tmp_path / "o", dev_temperature=1.0))
+
+
+def test_config_file_and_overrides(tmp_path):
+    (tmp_path / "r.py").write_text('"""a recipe"""\nlr = 2e-5\nmax_steps = 10\nmixture = "static"\nactivation_checkpointing = True\n')
+    cfg = train.load_config([str(tmp_path / "r.py"), "--max_steps=20", "--resume"])
+    assert (cfg.lr, cfg.max_steps, cfg.mixture, cfg.activation_checkpointing, cfg.resume) == (2e-5, 20, "static", True, True)
+    with pytest.raises(SystemExit, match="unknown setting 'learning_rate'"):
+        train.load_config(["--learning_rate=1"])
+    with pytest.raises(SystemExit, match="max_steps='ten' is not a int"):
+        train.load_config(["--max_steps=ten"])
+    (tmp_path / "bad.py").write_text("lr = 1e-5\nimport os\n")
+    with pytest.raises(SystemExit, match="bad.py:2: a config file holds only"):
+        train.load_config([str(tmp_path / "bad.py")])

@@ -1,0 +1,527 @@
+"""
+TLDR fine-tuning: supervised fine-tuning on a System-1 (short CoT) / System-2 (long CoT) mixture whose
+weights ratio.py re-balances from a dev evaluation every `eval_interval` steps.
+
+    python train.py config/r1_7b.py --out_dir=out/r1_7b                      # one process
+    torchrun --nproc_per_node=8 train.py config/r1_7b.py                     # FSDP2 over 8 GPUs
+    torchrun --nproc_per_node=8 train.py config/r1_7b.py --resume            # continue the latest checkpoint
+    python train.py config/r1_7b.py --mixture=static --out_dir=out/static    # the static 1:1 ablation
+
+Configuration: the defaults are the TrainConfig fields below; a config file (Python assignments of
+literals, `lr = 1e-5`) overrides them, and `--key=value` flags override both. The resolved configuration
+is saved in every checkpoint.
+
+Each optimizer step draws `global_batch` examples from the two sets in proportion to the mixture weights,
+spreads them over the processes, packs each process's share into rows of at most `row_tokens` tokens (no
+attention across examples) and accumulates one row per micro-batch. The loss is the summed cross-entropy of
+the completion tokens (prompts are masked) divided by the number of completion tokens of the whole global
+batch, so the gradient is the same however the batch is split into rows and processes.
+"""
+
+import ast
+import dataclasses
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from model import Config, Transformer, atomic_write_text, commit_dir, write_weights
+from ratio import Bounds, Mixture
+from sample import example_ids, generate, load_tokenizer, prompt_ids, read_jsonl, stop_ids
+
+
+@dataclass
+class TrainConfig:
+    # models and data
+    model: str = ""                # Hugging Face directory of the model to fine-tune (the long model M_L)
+    system1: str = ""              # JSON Lines of short-CoT examples: {"problem", "response"} or {"messages"}
+    system2: str = ""              # JSON Lines of long-CoT examples, same format
+    dev: str = ""                  # JSON Lines of dev problems {"problem", "answer"}
+    bounds: str = ""               # bounds file (JSON, see ratio.Bounds), measured with the dev settings below
+    out_dir: str = "out/tldr"
+    # the mixture (ratio.py)
+    mixture: str = "dynamic"       # dynamic (TLDR) | static (fixed weights, the ablation)
+    w_short: float = 0.5           # initial (or static) weight of System-1
+    eta: float = 4.0
+    c: float = 1e-4
+    # optimisation
+    max_steps: int = 2000
+    global_batch: int = 64         # examples per optimizer step, over all processes
+    row_tokens: int = 16384        # token budget of a packed row; one row is one micro-batch
+    max_len: int = 16000           # longer examples are skipped and counted, never cut
+    lr: float = 1e-5
+    lr_schedule: str = "constant"  # constant | cosine
+    warmup_steps: int = 0
+    min_lr: float = 0.0            # the end of the cosine schedule
+    weight_decay: float = 0.0
+    beta1: float = 0.9
+    beta2: float = 0.999
+    grad_clip: float = 1.0         # 0 = no clipping
+    activation_checkpointing: bool = False
+    # dev evaluation (the same sampling settings as the bounds)
+    eval_interval: int = 32
+    dev_max_new_tokens: int = 8192
+    dev_temperature: float = 0.7
+    dev_top_p: float = 1.0
+    dev_batch_size: int = 64       # KV-cache slots per process
+    # checkpoints
+    save_interval: int = 32
+    keep_checkpoints: int = 2      # the latest ones kept, besides the one the choice rule prefers
+    resume: bool = False
+    seed: int = 0
+    wandb_project: str = ""        # log to Weights & Biases too (needs `pip install wandb`)
+
+
+def load_config(argv) -> TrainConfig:
+    """Defaults, then an optional config file of `key = literal` lines, then --key=value flags."""
+    cfg, fields = TrainConfig(), {f.name: f for f in dataclasses.fields(TrainConfig)}
+
+    def set_value(key, value, where):
+        if key not in fields:
+            raise SystemExit(f"{where}: unknown setting {key!r}; the settings are the TrainConfig fields in train.py")
+        want = type(getattr(cfg, key))
+        if want is bool and isinstance(value, str):
+            value = {"true": True, "false": False, "1": True, "0": False}.get(value.lower(), value)
+        elif isinstance(value, str) and want is not str:
+            try:
+                value = ast.literal_eval(value)
+            except (ValueError, SyntaxError):
+                raise SystemExit(f"{where}: {key}={value!r} is not a {want.__name__}") from None
+        if want is float and type(value) is int:
+            value = float(value)
+        if type(value) is not want:
+            raise SystemExit(f"{where}: {key}={value!r} is not a {want.__name__}")
+        setattr(cfg, key, value)
+
+    for arg in argv:
+        if arg.startswith("--"):
+            key, _, value = arg[2:].partition("=")
+            set_value(key, value or "true", f"flag {arg}")
+        else:
+            path = Path(arg)
+            if not path.is_file():
+                raise SystemExit(f"{arg}: no such config file")
+            try:
+                tree = ast.parse(path.read_text(), str(path))
+            except SyntaxError as e:
+                raise SystemExit(f"{path}:{e.lineno}: not valid Python ({e.msg})") from None
+            for node in tree.body:
+                if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
+                    continue  # a docstring
+                if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)):
+                    raise SystemExit(f"{path}:{node.lineno}: a config file holds only `name = value` lines")
+                try:
+                    value = ast.literal_eval(node.value)
+                except ValueError:
+                    raise SystemExit(f"{path}:{node.lineno}: the value must be a literal (number, string, bool)") from None
+                set_value(node.targets[0].id, value, f"{path}:{node.lineno}")
+    return cfg
+
+
+# -----------------------------------------------------------------------------
+# data
+
+def load_examples(path, tok, max_len, name):
+    """Tokenized (ids, prompt_length) pairs, rendered exactly as sample.py renders prompts at test time."""
+    def check(row):
+        if "messages" in row:
+            roles = [m.get("role") for m in row["messages"]] if isinstance(row["messages"], list) else None
+            if roles is None or "user" not in roles or "assistant" not in roles:
+                return "'messages' needs a user and an assistant turn"
+        elif not ("problem" in row and "response" in row):
+            return "missing field(s): each line needs problem and response (or messages)"
+        return None
+
+    if not path:
+        raise SystemExit(f"no {name} data: set {name}=PATH (JSON Lines)")
+    try:
+        rows = read_jsonl(path, required=(), check=check)
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"error: {e}") from None
+    examples, too_long = [], 0
+    for row in rows:
+        if "messages" in row:
+            turns = {m["role"]: m["content"] for m in row["messages"]}
+            problem, response = turns["user"], turns["assistant"]
+        else:
+            problem, response = row["problem"], row["response"]
+        ids, n_prompt = example_ids(tok, problem, response)
+        if len(ids) > max_len:
+            too_long += 1
+        else:
+            examples.append((ids, n_prompt))
+    if too_long:
+        print(f"{path}: skipped {too_long} of {len(rows)} examples longer than max_len={max_len} tokens")
+    if not examples:
+        raise SystemExit(f"{path}: no usable {name} example ({len(rows)} lines, {too_long} too long)")
+    return examples
+
+
+def split_and_pack(examples, world, row_tokens):
+    """Spread a step's examples over the processes (longest first, each to the least loaded process), then
+    pack each share into rows first-fit decreasing. Deterministic, so every process computes the same plan."""
+    order = sorted(range(len(examples)), key=lambda i: (-len(examples[i][0]), i))
+    shares, loads = [[] for _ in range(world)], [0] * world
+    for i in order:
+        r = loads.index(min(loads))
+        shares[r].append(i)
+        loads[r] += len(examples[i][0])
+    plans = []
+    for share in shares:
+        rows, room = [], []
+        for i in share:  # already longest first
+            n = len(examples[i][0])
+            j = next((j for j, left in enumerate(room) if left >= n), None)
+            if j is None:
+                rows.append([])
+                room.append(row_tokens)
+                j = len(rows) - 1
+            rows[j].append(i)
+            room[j] -= n
+        plans.append(rows)
+    return plans
+
+
+def make_row(examples, device):
+    """One packed row: ids, positions restarting per example, and targets (the next token where it is a
+    completion token of the same example, else -100)."""
+    ids, pos, tgt = [], [], []
+    for seq, n_prompt in examples:
+        ids += seq
+        pos += range(len(seq))
+        tgt += [seq[j + 1] if j + 1 >= n_prompt else -100 for j in range(len(seq) - 1)] + [-100]
+    as_tensor = lambda x: torch.tensor([x], device=device)
+    return as_tensor(ids), as_tensor(pos), as_tensor(tgt)
+
+
+def completion_tokens(example):
+    ids, n_prompt = example
+    return len(ids) - n_prompt
+
+
+# -----------------------------------------------------------------------------
+# distributed helpers: identities in a single process
+
+def all_sum(x: float, device) -> float:
+    if not dist.is_initialized():
+        return x
+    t = torch.tensor([x], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return t.item()
+
+
+def all_gather_lists(items: list) -> list:
+    if not dist.is_initialized():
+        return items
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, items)
+    return [x for part in out for x in part]
+
+
+def full_state_dict(model, cpu_offload=False):
+    """The whole model's weights on every process (gathered from the FSDP shards)."""
+    if not dist.is_initialized():
+        return model.state_dict()
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=cpu_offload))
+
+
+# -----------------------------------------------------------------------------
+# dev evaluation
+
+@torch.no_grad()
+def dev_evaluation(model, cfg, tok, dev_rows, dev_prompts, step, device):
+    """Every process answers its share of the dev set with a full copy of the current weights."""
+    from evaluate import grade_responses  # the benchmark grader, imported on first use (it starts worker processes)
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    infer = model
+    if world > 1:
+        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+        state = {k: v.to(dtype) for k, v in full_state_dict(model).items()}
+        infer = Transformer.from_state_dict(model.config, state)
+    infer.eval()
+    mine = list(range(rank, len(dev_rows), world))
+    outs = generate(infer, [dev_prompts[i] for i in mine], max_new_tokens=cfg.dev_max_new_tokens,
+                    temperature=cfg.dev_temperature, top_p=cfg.dev_top_p, stop_ids=stop_ids(tok),
+                    seed=cfg.seed + step, batch_size=cfg.dev_batch_size)
+    texts = [tok.decode(o[0].tokens, skip_special_tokens=True) for o in outs]
+    verdicts = grade_responses(texts, [str(dev_rows[i]["answer"]) for i in mine],
+                               truncated=[o[0].finish == "length" for o in outs])
+    results = all_gather_lists([(len(o[0].tokens), v["correct"]) for o, v in zip(outs, verdicts)])
+    model.train()
+    return sum(t for t, _ in results) / len(results), sum(c for _, c in results) / len(results)
+
+
+# -----------------------------------------------------------------------------
+# checkpoints: step_NNNNNN/ = Hugging Face weights + tokenizer, and train_state/ (state.json + optimizer shards,
+# in a subdirectory so that vLLM, which loads every top-level *.safetensors, sees only the model)
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json")
+
+
+def checkpoints(out_dir: Path) -> list[Path]:
+    return sorted(p for p in out_dir.glob("step_*") if p.is_dir())
+
+
+def save_checkpoint(model, opt, cfg, state: dict, out_dir: Path, step: int, chosen_step):
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    final, tmp = out_dir / f"step_{step:06d}", out_dir / f".step_{step:06d}.tmp"
+    if rank == 0:
+        shutil.rmtree(tmp, ignore_errors=True)  # left by a killed run
+        (tmp / "train_state").mkdir(parents=True)
+    barrier()
+    weights = full_state_dict(model, cpu_offload=True)  # collective: every process takes part
+    save_optimizer(opt, tmp / "train_state" / f"optimizer-rank{rank:05d}-of-{world:05d}.safetensors")
+    barrier()
+    if rank == 0:
+        write_weights(weights, model.config, tmp)
+        for name in TOKENIZER_FILES:
+            if (Path(cfg.model) / name).is_file():
+                shutil.copy2(Path(cfg.model) / name, tmp / name)
+        atomic_write_text(tmp / "train_state" / "state.json", json.dumps({**state, "world_size": world}, indent=1))
+        commit_dir(tmp, final)
+        # prune: keep the latest few, and the checkpoint the choice rule prefers so far
+        keep = set(checkpoints(out_dir)[-cfg.keep_checkpoints:])
+        for old in checkpoints(out_dir):
+            if old not in keep and old.name != f"step_{chosen_step or 0:06d}":
+                shutil.rmtree(old)
+    barrier()
+    return final
+
+
+def barrier():
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def save_optimizer(opt, path: Path):
+    """AdamW state as safetensors (each process its own shard; no pickle anywhere)."""
+    from safetensors.torch import save_file
+    tensors = {}
+    for i, st in opt.state_dict()["state"].items():
+        for key, t in st.items():
+            t = t.to_local() if hasattr(t, "to_local") else t
+            tensors[f"{i}.{key}"] = t.detach().cpu().contiguous()
+    save_file(tensors, str(path))
+
+
+def load_optimizer(opt, path: Path):
+    from safetensors.torch import load_file
+    from torch.distributed.tensor import DTensor
+    saved = load_file(str(path))
+    sd = opt.state_dict()
+    params = [p for g in opt.param_groups for p in g["params"]]
+    state = {}
+    for key, t in saved.items():
+        i, name = key.split(".", 1)
+        p = params[int(i)]
+        if isinstance(p, DTensor) and name != "step":
+            t = DTensor.from_local(t.to(p.device), p.device_mesh, p.placements, shape=p.shape, stride=p.stride())
+        state.setdefault(int(i), {})[name] = t
+    sd["state"] = state
+    opt.load_state_dict(sd)
+
+
+def choose(evals: list[dict], long_acc: float):
+    """The official checkpoint choice: among evaluated checkpoints whose dev accuracy exceeds 0.7 x A_L,
+    the one with the fewest dev tokens."""
+    ok = [e for e in evals if e.get("saved") and e["dev_acc"] > 0.7 * long_acc]
+    return min(ok, key=lambda e: (e["dev_tokens"], e["step"])) if ok else None
+
+
+# -----------------------------------------------------------------------------
+
+def lr_at(cfg, step):
+    if step <= cfg.warmup_steps:
+        return cfg.lr * step / max(cfg.warmup_steps, 1)
+    if cfg.lr_schedule == "constant":
+        return cfg.lr
+    progress = (step - cfg.warmup_steps) / max(cfg.max_steps - cfg.warmup_steps, 1)
+    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * progress))
+
+
+def validate(cfg: TrainConfig):
+    problems = []
+    if cfg.mixture not in ("dynamic", "static"):
+        problems.append(f"mixture={cfg.mixture!r}: use dynamic or static")
+    if cfg.lr_schedule not in ("constant", "cosine"):
+        problems.append(f"lr_schedule={cfg.lr_schedule!r}: use constant or cosine")
+    if cfg.mixture == "dynamic" and not (cfg.dev and cfg.bounds):
+        problems.append("the dynamic mixture needs dev=PATH and bounds=PATH (or use mixture=static)")
+    if cfg.max_len > cfg.row_tokens:
+        problems.append(f"max_len={cfg.max_len} is more than row_tokens={cfg.row_tokens}: an example must fit a row")
+    if not cfg.model:
+        problems.append("model=DIR is required (the Hugging Face directory of the model to fine-tune)")
+    if problems:
+        raise SystemExit("bad configuration:\n  " + "\n  ".join(problems))
+
+
+def main(argv=None):
+    cfg = load_config(sys.argv[1:] if argv is None else argv)
+    validate(cfg)
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if distributed:
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        rank, world = dist.get_rank(), dist.get_world_size()
+    else:
+        rank, world = 0, 1
+    device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    master = rank == 0
+    log = print if master else (lambda *a, **k: None)
+    out_dir = Path(cfg.out_dir)
+
+    try:
+        tok = load_tokenizer(cfg.model)
+        bounds = Bounds.load(cfg.bounds) if cfg.bounds else None
+        dev_rows = read_jsonl(cfg.dev, required=("problem", "answer")) if cfg.dev else []
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"error: {e}") from None
+    if cfg.dev and not dev_rows:
+        raise SystemExit(f"{cfg.dev}: the dev set is empty")
+    if bounds and cfg.bounds:
+        sampling = json.loads(Path(cfg.bounds).read_text()).get("sampling")
+        mine = {"temperature": cfg.dev_temperature, "top_p": cfg.dev_top_p, "max_new_tokens": cfg.dev_max_new_tokens}
+        if sampling is not None and sampling != mine:
+            # the official release compared bounds at 0.7/16000 with a dev evaluation at 1.0/8192: not again
+            raise SystemExit(f"{cfg.bounds}: the bounds were measured with {sampling}, the dev evaluation would use "
+                             f"{mine}; the benefits compare like with like only if they are equal")
+    data = {1: load_examples(cfg.system1, tok, cfg.max_len, "system1"),
+            2: load_examples(cfg.system2, tok, cfg.max_len, "system2")}
+    dev_prompts = [prompt_ids(tok, r["problem"]) for r in dev_rows]
+    mixture = Mixture((cfg.w_short, 1 - cfg.w_short), cfg.eta, cfg.c, static=cfg.mixture == "static")
+
+    # resume from the latest complete checkpoint (an interrupted write is a dot-directory, never taken)
+    start, state, init = 0, {"metrics": []}, cfg.model
+    if cfg.resume and checkpoints(out_dir):
+        init = checkpoints(out_dir)[-1]
+        state = json.loads((init / "train_state" / "state.json").read_text())
+        if state["world_size"] != world:
+            raise SystemExit(f"{init}: saved by {state['world_size']} processes, resumed with {world}: "
+                             f"the optimizer shards only fit the same number")
+        changed = {k: (v, getattr(cfg, k)) for k, v in state["config"].items()
+                   if getattr(cfg, k) != v and k not in ("resume", "max_steps", "wandb_project")}
+        if changed:
+            log(f"warning: resuming with changed settings (saved, now): {changed}")
+        mixture.load_state_dict(state["mixture"])
+        start = state["step"]
+        log(f"resuming from {init} (step {start})")
+    try:
+        model = Transformer.from_pretrained(init, dtype=torch.float32, device=device)
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"error: {e}") from None
+    model.gradient_checkpointing = cfg.activation_checkpointing
+    model.train()
+    if distributed:
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+        mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if device.type == "cuda" else MixedPrecisionPolicy()
+        for block in model.model.layers:
+            fully_shard(block, mp_policy=mp)
+        fully_shard(model, mp_policy=mp)
+        # sum the gradients over processes, in every sharded module: the loss is already divided by the global
+        # token count (and gloo's AVG reduce-scatter has summed instead of averaged in some torch versions)
+        for module in [*model.model.layers, model]:
+            module.set_gradient_divide_factor(1.0)
+            module.set_force_sum_reduction_for_comms(True)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay)
+    if start:
+        load_optimizer(opt, init / "train_state" / f"optimizer-rank{rank:05d}-of-{world:05d}.safetensors")
+    metrics = [m for m in state["metrics"] if m["step"] <= start]
+    wandb = None
+    if cfg.wandb_project and master:
+        import wandb
+        wandb.init(project=cfg.wandb_project, name=out_dir.name, config=dataclasses.asdict(cfg))
+    if master:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out_dir / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in metrics))
+    sizes = (len(data[1]), len(data[2]))
+    log(f"training {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters on {world} process(es); "
+        f"System-1 {sizes[0]} examples, System-2 {sizes[1]}; dev {len(dev_rows)} problems")
+
+    def record(m):
+        metrics.append(m)
+        if master:
+            with open(out_dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(m) + "\n")
+            if wandb:
+                wandb.log(m, step=m["step"])
+
+    for step in range(start + 1, cfg.max_steps + 1):
+        t0 = time.time()
+        drawn = mixture.draw(step, cfg.global_batch, sizes, cfg.seed)
+        examples = [data[system][i] for system, i in drawn]
+        plans = split_and_pack(examples, world, cfg.row_tokens)
+        n_target = sum(completion_tokens(e) for e in examples)
+        lr = lr_at(cfg, step)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        # every process runs as many micro-batches as the busiest one (FSDP's collectives must match);
+        # a process with fewer rows repeats its first one with weight 0
+        loss_sum = 0.0
+        my_rows = plans[rank] or [[0]]
+        for r in range(max(len(p) for p in plans)):
+            ids, pos, tgt = make_row([examples[i] for i in my_rows[min(r, len(my_rows) - 1)]], device)
+            weight = 1.0 if r < len(plans[rank]) else 0.0
+            loss = model(ids, pos, targets=tgt) * (weight / n_target)
+            loss.backward()
+            loss_sum += loss.item()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+        grad_norm = grad_norm.full_tensor().item() if hasattr(grad_norm, "full_tensor") else grad_norm.item()
+        loss_value = all_sum(loss_sum, device)
+        if not math.isfinite(loss_value) or not math.isfinite(grad_norm):
+            last = checkpoints(out_dir)
+            raise SystemExit(f"loss {loss_value} / grad norm {grad_norm} at step {step}: stopping before the update. "
+                             f"The last good checkpoint is {last[-1] if last else 'none (none was saved yet)'}; "
+                             f"lower lr or check the data, then run again with --resume.")
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        dt = time.time() - t0
+        n_tokens = sum(len(e[0]) for e in examples)
+        m = {"step": step, "loss": loss_value, "lr": lr, "grad_norm": grad_norm, "tokens": n_tokens,
+             "completion_tokens": n_target, "system1": sum(s == 1 for s, _ in drawn),
+             "w_short": mixture.weights[0], "w_long": mixture.weights[1], "time": dt, "tok_per_s": n_target / dt}
+        record(m)
+        log(f"step {step}/{cfg.max_steps} | loss {loss_value:.4f} | lr {lr:.2e} | {n_target / dt:.0f} tok/s | "
+            f"w {mixture.weights[0]:.3f}/{mixture.weights[1]:.3f} | {dt:.2f}s", flush=True)
+
+        evaluated = cfg.dev and step % cfg.eval_interval == 0
+        if evaluated:
+            t1 = time.time()
+            dev_tokens, dev_acc = dev_evaluation(model, cfg, tok, dev_rows, dev_prompts, step, device)
+            e = {"step": step, "dev_tokens": dev_tokens, "dev_acc": dev_acc, "eval_time": time.time() - t1}
+            if bounds:
+                e.update(mixture.update(bounds, dev_tokens, dev_acc))  # the weights for the next interval
+            e["saved"] = step % cfg.save_interval == 0 or step == cfg.max_steps
+            record(e)
+            log(f"eval step {step} | dev tokens {dev_tokens:.1f} | dev acc {dev_acc:.3f} | "
+                f"w {mixture.weights[0]:.3f}/{mixture.weights[1]:.3f} | {e['eval_time']:.1f}s", flush=True)
+        if step % cfg.save_interval == 0 or step == cfg.max_steps:
+            evals = [x for x in metrics if "dev_acc" in x]
+            chosen = choose(evals, bounds.long_acc) if bounds else None
+            path = save_checkpoint(model, opt, cfg, {"step": step, "config": dataclasses.asdict(cfg),
+                                                     "mixture": mixture.state_dict(), "metrics": metrics},
+                                   out_dir, step, chosen and chosen["step"])
+            log(f"saved {path}")
+
+    if bounds and master:
+        chosen = choose([x for x in metrics if "dev_acc" in x], bounds.long_acc)
+        if chosen:
+            atomic_write_text(out_dir / "chosen.json", json.dumps({**chosen, "checkpoint": str(out_dir / f"step_{chosen['step']:06d}")}, indent=2))
+            log(f"chosen checkpoint: step {chosen['step']} (dev tokens {chosen['dev_tokens']:.1f}, "
+                f"dev acc {chosen['dev_acc']:.3f} > 0.7 x {bounds.long_acc:.3f})")
+        else:
+            log(f"no checkpoint reached 0.7 x the long model's dev accuracy ({0.7 * bounds.long_acc:.3f})")
+    if distributed:
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
