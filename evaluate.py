@@ -630,14 +630,16 @@ def grade_file(args):
                 print(f"  differs: line {i + 1} id {r.get('id')}: reference {r['answer']!r}, "
                       f"ours {graded[i]['correct']} pred {graded[i]['pred']!r}, {args.agree} {r[args.agree]}")
     if args.out:
-        with open(args.out, "w") as f:
-            for i, (r, g) in enumerate(zip(rows, graded)):
-                extra = {"correct": g["correct"], "pred": g["pred"]}
-                if g["error"]:
-                    extra["grade_error"] = g["error"]
-                if tokens and not args.tokens_field:
-                    extra["output_tokens"] = tokens[i]
-                f.write(json.dumps({**r, **extra}) + "\n")
+        from model import atomic_write_text
+        lines = []
+        for i, (r, g) in enumerate(zip(rows, graded)):
+            extra = {"correct": g["correct"], "pred": g["pred"]}
+            if g["error"]:
+                extra["grade_error"] = g["error"]
+            if tokens and not args.tokens_field:
+                extra["output_tokens"] = tokens[i]
+            lines.append(json.dumps({**r, **extra}) + "\n")
+        atomic_write_text(args.out, "".join(lines))  # --out may be the input file itself
         print(f"grade: wrote {args.out}")
     return graded
 
