@@ -117,10 +117,12 @@ def rope_inv_freq(cfg: Config) -> torch.Tensor:
 # attention: what every layer of one forward pass needs to know, computed once
 
 class KVCache:
-    """Preallocated keys and values: (layers, slots, max_len, kv_heads, head_dim), the layout flash-attn reads."""
+    """Preallocated keys and values: (layers, slots, kv_heads, max_len, head_dim). Head-major, so a slot's keys of
+    one head are contiguous for the SDPA decode; flash-attn reads the (slots, max_len, kv_heads, head_dim) view
+    through strides (it needs only the last dimension contiguous)."""
 
     def __init__(self, cfg: Config, n_slots: int, max_len: int, dtype: torch.dtype, device):
-        shape = (cfg.num_hidden_layers, n_slots, max_len, cfg.num_key_value_heads, cfg.head_dim)
+        shape = (cfg.num_hidden_layers, n_slots, cfg.num_key_value_heads, max_len, cfg.head_dim)
         self.k = torch.zeros(shape, dtype=dtype, device=device)
         self.v = torch.zeros(shape, dtype=dtype, device=device)
         self.max_len = max_len
@@ -178,11 +180,12 @@ def attention(q, k, v, info: AttnInfo, layer: int):
     if info.flash and info.decode:
         # appends k/v at cache_seqlens in place, then attends to [0, cache_seqlens] of each slot
         return flash_attn.flash_attn_with_kvcache(
-            q, cache.k[layer], cache.v[layer], k=k, v=v, cache_seqlens=info.positions.to(torch.int32),
+            q, cache.k[layer].transpose(1, 2), cache.v[layer].transpose(1, 2), k=k, v=v,
+            cache_seqlens=info.positions.to(torch.int32),
             cache_batch_idx=info.slots.to(torch.int32), causal=True)
     if cache is not None:
-        cache.k[layer][info.slots, info.positions] = k.reshape(B * T, *k.shape[2:])
-        cache.v[layer][info.slots, info.positions] = v.reshape(B * T, *v.shape[2:])
+        cache.k[layer][info.slots, :, info.positions] = k.reshape(B * T, *k.shape[2:])
+        cache.v[layer][info.slots, :, info.positions] = v.reshape(B * T, *v.shape[2:])
     if info.flash:
         out = flash_attn.flash_attn_varlen_func(
             q.reshape(B * T, H, D), k.reshape(B * T, *k.shape[2:]), v.reshape(B * T, *v.shape[2:]),
@@ -191,15 +194,15 @@ def attention(q, k, v, info: AttnInfo, layer: int):
     if info.decode:
         # attend to everything the slot holds up to this token's position. One query per row: a grouped
         # matmul (the query heads sharing a kv head side by side) is cheaper than SDPA with a mask here.
-        k, v = cache.k[layer][:, :info.max_len], cache.v[layer][:, :info.max_len]   # (slots, L, Hkv, D)
+        k, v = cache.k[layer][:, :, :info.max_len], cache.v[layer][:, :, :info.max_len]   # (slots, Hkv, L, D)
         if info.slots_are_prefix:  # the usual full batch: a view, no copy
             k, v = k[:B], v[:B]
         else:
             k, v = k.index_select(0, info.slots), v.index_select(0, info.slots)
-        Hkv = k.shape[2]
-        scores = q.view(B, Hkv, H // Hkv, D) @ k.permute(0, 2, 3, 1) * D ** -0.5   # (B, Hkv, G, L)
+        Hkv = k.shape[1]
+        scores = q.view(B, Hkv, H // Hkv, D) @ k.transpose(-1, -2) * D ** -0.5   # (B, Hkv, G, L)
         probs = torch.softmax(scores.float() + info.decode_bias, -1).to(v.dtype)
-        return (probs @ v.transpose(1, 2)).view(B, 1, H, D)
+        return (probs @ v).view(B, 1, H, D)
     if info.doc_lengths is not None:  # exactly varlen's semantics; cheaper on CPU than one block-diagonal mask
         outs = []
         for qd, kd, vd in zip(*(t.reshape(B * T, *t.shape[2:]).split(info.doc_lengths) for t in (q, k, v))):
