@@ -42,6 +42,8 @@ INSTRUCTION = "Please reason step by step, and put your final answer within \\bo
 def load_tokenizer(path):
     from transformers import AutoTokenizer
     path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: no such model directory")
     if not (path / "tokenizer.json").is_file() and not (path / "tokenizer_config.json").is_file():
         raise FileNotFoundError(f"{path}: no tokenizer.json or tokenizer_config.json; a model directory "
                                 f"needs its tokenizer files (copy them from the base model)")
@@ -55,8 +57,11 @@ def prompt_text(tok, problem: str) -> str:
     content = problem if INSTRUCTION in problem else f"{problem}\n{INSTRUCTION}"  # chat data may carry it already
     text = tok.apply_chat_template([{"role": "user", "content": content}],
                                    tokenize=False, add_generation_prompt=True)
-    # newer R1 templates end the generation prompt with "<think>\n", older ones do not: make it always so
-    return text if text.endswith("<think>\n") else text + "<think>\n"
+    # newer R1 templates end the generation prompt with "<think>\n", older ones do not: make it always so for
+    # a thinking model; a model without a <think> token (the short model, Qwen2.5-Instruct) answers directly
+    if "<think>" not in tok.get_vocab() or text.endswith("<think>\n"):
+        return text
+    return text + "<think>\n"
 
 
 def prompt_ids(tok, problem: str) -> list[int]:

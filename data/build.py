@@ -1,0 +1,144 @@
+"""
+Build what TLDR trains on, with sample.py's engine and evaluate.py's grader: the System-1 and System-2
+data sets and the bounds. Every stage samples into OUT.samples.jsonl first (appended as completions finish,
+so a killed run resumes where it stopped), then writes OUT in one atomic step.
+
+    # System-2: the long model answers each hard problem n times; the shortest correct answer is kept
+    python data/build.py system2 --model deepseek-ai/DeepSeek-R1-Distill-Qwen-7B --problems data/bench/s1k.jsonl \
+        --out data/r1_7b/system2.jsonl --n 8 --temperature 0.7 --max_new_tokens 16000
+    # System-1: the short model answers each easy problem once; correct answers are kept
+    python data/build.py system1 --model Qwen/Qwen2.5-7B-Instruct --problems data/bench/gsm8k_train.jsonl \
+        --out data/r1_7b/system1.jsonl --n 1 --temperature 0.7 --max_new_tokens 4096
+    # bounds: both models on the same dev problems with the sampling settings of the dev evaluation
+    python data/build.py bounds --short Qwen/Qwen2.5-7B-Instruct --long deepseek-ai/DeepSeek-R1-Distill-Qwen-7B \
+        --problems data/bench/dev.jsonl --out data/r1_7b/bounds.json --temperature 0.7 --max_new_tokens 8192
+
+Problems are JSON Lines {"id", "problem", "answer"}. The data sets are JSON Lines {"id", "problem", "response"}
+in the format train.py reads: the response is what the model writes after the prompt's "<think>\n". A short
+model that does not think (no <think> token) answers directly; its answer becomes a short thought followed by
+the boxed final answer, so System-1 examples have the shape of R1's answers, only brief.
+"""
+
+import argparse
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from evaluate import grade_responses  # noqa: E402
+from model import Transformer, atomic_write_text  # noqa: E402
+from ratio import Bounds  # noqa: E402
+from sample import load_tokenizer, read_jsonl, sample_file  # noqa: E402
+
+
+def sample_and_grade(model_dir, problems, samples_path, args, n):
+    """All n completions of every problem (resumable), each graded: rows with "correct" and "pred"."""
+    dtype = torch.bfloat16 if args.device.startswith("cuda") else torch.float32
+    try:
+        tok = load_tokenizer(model_dir)
+        model = Transformer.from_pretrained(model_dir, dtype=dtype, device=args.device)
+    except (OSError, ValueError) as e:
+        sys.exit(f"error: {e}")
+    rows = sample_file(model, tok, problems, samples_path, n=n, max_new_tokens=args.max_new_tokens,
+                       temperature=args.temperature, top_p=args.top_p, seed=args.seed, batch_size=args.batch_size)
+    del model
+    wanted = {str(p["id"]) for p in problems}
+    rows = [r for r in rows if str(r["id"]) in wanted and r["sample"] < n]
+    verdicts = grade_responses([r["response"] for r in rows], [str(r["answer"]) for r in rows],
+                               truncated=[r["finish"] == "length" for r in rows])
+    for r, v in zip(rows, verdicts):
+        r.update(v)
+    return rows
+
+
+def as_r1_response(row):
+    """A response in R1's shape: thinking, "</think>", then the answer. A model that did not think gets its
+    whole answer as a (short) thought and the boxed final answer after it."""
+    if "</think>" in row["response"]:
+        return row["response"]
+    return f"{row['response'].strip()}\n</think>\n\nThe final answer is $\\boxed{{{row['pred']}}}$."
+
+
+def write_dataset(rows, out: Path, pick):
+    """One example per problem, chosen by `pick` among its correct responses; problems without any are counted."""
+    by_problem = defaultdict(list)
+    for r in rows:
+        by_problem[str(r["id"])].append(r)
+    kept, none_correct = [], []
+    for pid, rs in by_problem.items():
+        correct = [r for r in rs if r["correct"]]
+        if not correct:
+            none_correct.append(pid)
+            continue
+        best = pick(correct)
+        kept.append({"id": best["id"], "problem": best["problem"], "response": as_r1_response(best),
+                     "tokens": best["tokens"]})
+    if not kept:
+        sys.exit(f"error: no problem got a correct answer ({len(by_problem)} problems); {out} is not written")
+    atomic_write_text(out, "".join(json.dumps(k) + "\n" for k in kept))
+    tokens = sum(k["tokens"] for k in kept) / len(kept)
+    print(f"build: {out}: {len(kept)} examples (mean {tokens:.0f} tokens); {len(none_correct)} of "
+          f"{len(by_problem)} problems had no correct answer and are left out"
+          + (f": {', '.join(none_correct[:10])}" + (" ..." if len(none_correct) > 10 else "") if none_correct else ""))
+    return kept
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("stage", choices=["system1", "system2", "bounds"])
+    p.add_argument("--model", help="the model that answers (system1: the short model, system2: the long one)")
+    p.add_argument("--short", help="bounds: the short model M_S")
+    p.add_argument("--long", help="bounds: the long model M_L")
+    p.add_argument("--problems", required=True, help="JSON Lines {'id', 'problem', 'answer'}")
+    p.add_argument("--out", required=True)
+    p.add_argument("--n", type=int, default=1, help="samples per problem (system2: 8 in the recipe)")
+    p.add_argument("--limit", type=int, default=0, help="only the first N problems (0 = all)")
+    p.add_argument("--temperature", type=float, default=0.7)
+    p.add_argument("--top_p", type=float, default=1.0)
+    p.add_argument("--max_new_tokens", type=int, default=8192)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch_size", type=int, default=64)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = p.parse_args(argv)
+    try:
+        problems = read_jsonl(args.problems, required=("id", "problem", "answer"))
+    except (OSError, ValueError) as e:
+        sys.exit(f"error: {e}")
+    problems = problems[:args.limit] if args.limit else problems
+    if not problems:
+        sys.exit(f"error: {args.problems} has no problems")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    if args.stage in ("system1", "system2"):
+        if not args.model:
+            p.error(f"{args.stage} needs --model")
+        rows = sample_and_grade(args.model, problems, out.with_suffix(".samples.jsonl"), args, args.n)
+        # System-2 keeps the shortest correct answer (the long model's most efficient correct reasoning);
+        # System-1 keeps the first correct one (one sample per problem in the recipe)
+        pick = (lambda rs: min(rs, key=lambda r: (r["tokens"], r["sample"]))) if args.stage == "system2" else \
+               (lambda rs: min(rs, key=lambda r: r["sample"]))
+        write_dataset(rows, out, pick)
+        return
+
+    if not (args.short and args.long):
+        p.error("bounds needs --short and --long")
+    measured = {}
+    for name, model_dir in (("short", args.short), ("long", args.long)):
+        rows = sample_and_grade(model_dir, problems, out.with_suffix(f".{name}.jsonl"), args, args.n)
+        measured[name] = (sum(r["tokens"] for r in rows) / len(rows), sum(r["correct"] for r in rows) / len(rows))
+        print(f"build: bounds: {name} model {model_dir}: {measured[name][0]:.1f} tokens, accuracy {measured[name][1]:.3f}")
+    try:
+        bounds = Bounds(measured["short"][0], measured["short"][1], measured["long"][0], measured["long"][1])
+    except ValueError as e:
+        sys.exit(f"error: the measured bounds cannot drive TLDR: {e}")
+    bounds.save(out, short_model=args.short, long_model=args.long, problems=len(problems), samples=args.n,
+                sampling={"temperature": args.temperature, "top_p": args.top_p, "max_new_tokens": args.max_new_tokens})
+    print(f"build: wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""data/build.py: shortest correct answers, counted misses, resumable sampling, bounds."""
+import json
+
+import pytest
+
+import build
+
+
+def rows(*specs):
+    return [{"id": pid, "problem": f"p{pid}", "sample": s, "response": resp, "tokens": t, "correct": ok, "pred": "4"}
+            for pid, s, resp, t, ok in specs]
+
+
+def test_system2_keeps_the_shortest_correct_answer_and_counts_misses(tmp_path, capsys):
+    out = tmp_path / "system2.jsonl"
+    graded = rows(("a", 0, "long</think>\n\n\\boxed{4}", 90, True), ("a", 1, "short</think>\n\n\\boxed{4}", 30, True),
+                  ("a", 2, "shortest but wrong</think>", 10, False), ("b", 0, "x", 5, False), ("b", 1, "y", 6, False))
+    build.write_dataset(graded, out, lambda rs: min(rs, key=lambda r: (r["tokens"], r["sample"])))
+    kept = [json.loads(l) for l in out.read_text().splitlines()]
+    assert kept == [{"id": "a", "problem": "pa", "response": "short</think>\n\n\\boxed{4}", "tokens": 30}]
+    assert "1 of 2 problems had no correct answer and are left out: b" in capsys.readouterr().out
+
+
+def test_a_short_model_answer_gets_the_r1_shape():
+    r = {"response": "2 + 2 = 4.\nSo the answer is \\boxed{4}.", "pred": "4"}
+    assert build.as_r1_response(r) == "2 + 2 = 4.\nSo the answer is \\boxed{4}.\n</think>\n\nThe final answer is $\\boxed{4}$."
+    assert build.as_r1_response({"response": "a</think>\n\n\\boxed{4}", "pred": "4"}) == "a</think>\n\n\\boxed{4}"
+
+
+def test_no_correct_answer_at_all_writes_nothing(tiny_models, tmp_path):
+    problems = tmp_path / "p.jsonl"
+    problems.write_text("".join(json.dumps({"id": i, "problem": f"{i}+1", "answer": str(i + 1)}) + "\n" for i in range(3)))
+    out = tmp_path / "s2.jsonl"
+    argv = ["system2", "--model", str(tiny_models["qwen2"]), "--problems", str(problems), "--out", str(out),
+            "--n", "2", "--max_new_tokens", "6", "--device", "cpu"]
+    with pytest.raises(SystemExit, match="no problem got a correct answer"):
+        build.main(argv)
+    assert not out.exists()
+    samples = out.with_suffix(".samples.jsonl").read_text().splitlines()
+    assert len(samples) == 6  # kept for a rerun, which samples nothing again
+    with pytest.raises(SystemExit):
+        build.main(argv)
+    assert out.with_suffix(".samples.jsonl").read_text().splitlines() == samples
+
+
+def test_bounds_that_cannot_drive_tldr_are_refused(tiny_models, tmp_path):
+    problems = tmp_path / "dev.jsonl"
+    problems.write_text(json.dumps({"id": 0, "problem": "1+1", "answer": "2"}) + "\n")
+    model = str(tiny_models["qwen2"])
+    with pytest.raises(SystemExit, match="cannot drive TLDR: the long model must be more accurate"):
+        build.main(["bounds", "--short", model, "--long", model, "--problems", str(problems),
+                    "--out", str(tmp_path / "bounds.json"), "--max_new_tokens", "4", "--device", "cpu"])
+    assert not (tmp_path / "bounds.json").exists()
+
+
+def test_missing_model_and_bad_problems(tmp_path):
+    (tmp_path / "p.jsonl").write_text('{"id": 0, "problem": "1+1"}\n')
+    with pytest.raises(SystemExit, match="p.jsonl:1: missing field\\(s\\) answer"):
+        build.main(["system1", "--model", "x", "--problems", str(tmp_path / "p.jsonl"), "--out", str(tmp_path / "o.jsonl")])
+    (tmp_path / "p.jsonl").write_text('{"id": 0, "problem": "1+1", "answer": "2"}\n')
+    with pytest.raises(SystemExit, match="nothing: no such model directory"):
+        build.main(["system1", "--model", str(tmp_path / "nothing"), "--problems", str(tmp_path / "p.jsonl"),
+                    "--out", str(tmp_path / "o.jsonl")])
