@@ -415,7 +415,7 @@ def markdown_report(summary, base=None):
              f"Protocol {s['protocol']}: temperature {s['temperature']}, top_p {s['top_p']}, up to "
              f"{s['max_new_tokens']} new tokens; samples per problem: {samples}. "
              f"Cells: accuracy % / mean output tokens.", "",
-             "| model | " + " | ".join(TITLES[b] for b in benches) + " |",
+             "| model | " + " | ".join(TITLES.get(b, b) for b in benches) + " |",
              "| --- |" + " ---: |" * len(benches)]
 
     def row(name, s):
@@ -444,12 +444,12 @@ def markdown_report(summary, base=None):
         passes = " | ".join(_fmt(m["pass@k"].get(k), True) for k in ks)
         errors = ", ".join(f"{v} {k}" for k, v in m["grading_errors"].items()) or "0"
         missing = f" ({m['missing']} missing)" if m["missing"] else ""
-        lines.append(f"| {TITLES[b]} | {m['problems']} x {m['samples']}{missing} | {_fmt(m['accuracy'], True)} | "
+        lines.append(f"| {TITLES.get(b, b)} | {m['problems']} x {m['samples']}{missing} | {_fmt(m['accuracy'], True)} | "
                      f"{passes} | {_fmt(m['tokens'])} / {_fmt(m['tokens_correct'])} / {_fmt(m['tokens_wrong'])} | "
                      f"{_fmt(m['cut_at_limit'], True)}% | {errors} |")
     for b, m in summary["benchmarks"].items():
         if "by_level" in m:
-            lines += ["", f"## {TITLES[b]} by level", "", "| level | problems | accuracy | tokens |",
+            lines += ["", f"## {TITLES.get(b, b)} by level", "", "| level | problems | accuracy | tokens |",
                       "| --- | ---: | ---: | ---: |"]
             lines += [f"| {lv} | {x['problems']} | {_fmt(x['accuracy'], True)} | {_fmt(x['tokens'])} |"
                       for lv, x in m["by_level"].items()]
@@ -479,11 +479,16 @@ def run_evaluation(args):
     import sample
     from model import Transformer, atomic_write_text
 
-    benches = [b.strip() for b in args.bench.split(",") if b.strip()]
-    unknown = [b for b in benches if b not in BENCHMARKS]
+    # a benchmark is a name from BENCHMARKS (a file in --data-dir) or the path of a JSON Lines file of one's own
+    paths = {}
+    for b in (b.strip() for b in args.bench.split(",") if b.strip()):
+        paths[Path(b).stem if b.endswith(".jsonl") else b] = Path(b) if b.endswith(".jsonl") else \
+            Path(args.data_dir) / BENCHMARKS[b] if b in BENCHMARKS else None
+    benches = list(paths)
+    unknown = [b for b in benches if paths[b] is None]
     if unknown or not benches:
         sys.exit(f"error: unknown benchmark(s) {', '.join(unknown) or '(none given)'}; "
-                 f"choose from {', '.join(BENCHMARKS)}")
+                 f"choose from {', '.join(BENCHMARKS)}, or give the path of a .jsonl file")
     protocol = PROTOCOLS[args.protocol]
     settings = {"protocol": args.protocol,
                 "temperature": protocol["temperature"] if args.temperature is None else args.temperature,
@@ -496,7 +501,7 @@ def run_evaluation(args):
         sys.exit(f"error: {args.compare} is not a summary.json written by evaluate.py (--compare needs one)")
     problems = {}
     for b in benches:  # read every benchmark before loading the model: bad input fails fast
-        path = Path(args.data_dir) / BENCHMARKS[b]
+        path = paths[b]
         if not path.is_file():
             sys.exit(f"error: {path} not found; run `python data/prepare.py` first, or pass --data-dir")
         try:
@@ -662,7 +667,8 @@ def main(argv=None):
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="model directory (config.json, *.safetensors, tokenizer)")
-    p.add_argument("--bench", default="gsm8k,math500,aime24,amc23", help=f"comma-separated: {', '.join(BENCHMARKS)}")
+    p.add_argument("--bench", default="gsm8k,math500,aime24,amc23",
+                   help=f"comma-separated: {', '.join(BENCHMARKS)}, or paths of .jsonl files")
     p.add_argument("--protocol", choices=PROTOCOLS, default="tldr-paper")
     p.add_argument("--temperature", type=float, help="override the protocol's temperature")
     p.add_argument("--top-p", type=float, help="override the protocol's top_p")

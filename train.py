@@ -102,8 +102,8 @@ def load_config(argv) -> TrainConfig:
 
     for arg in argv:
         if arg.startswith("--"):
-            key, _, value = arg[2:].partition("=")
-            set_value(key, value or "true", f"flag {arg}")
+            key, has_value, value = arg[2:].partition("=")
+            set_value(key, value if has_value else "true", f"flag {arg}")  # a bare --resume means --resume=true
         else:
             path = Path(arg)
             if not path.is_file():
@@ -394,10 +394,12 @@ def main(argv=None):
             # the official release compared bounds at 0.7/16000 with a dev evaluation at 1.0/8192: not again
             raise SystemExit(f"{cfg.bounds}: the bounds were measured with {sampling}, the dev evaluation would use "
                              f"{mine}; the benefits compare like with like only if they are equal")
-    data = {1: load_examples(cfg.system1, tok, cfg.max_len, "system1"),
-            2: load_examples(cfg.system2, tok, cfg.max_len, "system2")}
+    # plain SFT on one set is a static mixture with weight 0 on the other, whose file may then be left out
+    weights = (cfg.w_short, 1 - cfg.w_short)
+    data = {k: [] if cfg.mixture == "static" and weights[k - 1] == 0 and not path else
+            load_examples(path, tok, cfg.max_len, f"system{k}") for k, path in ((1, cfg.system1), (2, cfg.system2))}
     dev_prompts = [prompt_ids(tok, r["problem"]) for r in dev_rows]
-    mixture = Mixture((cfg.w_short, 1 - cfg.w_short), cfg.eta, cfg.c, static=cfg.mixture == "static")
+    mixture = Mixture(weights, cfg.eta, cfg.c, static=cfg.mixture == "static")
 
     # resume from the latest complete checkpoint (an interrupted write is a dot-directory, never taken)
     start, state, init = 0, {"metrics": []}, cfg.model

@@ -251,3 +251,12 @@ def test_config_file_and_overrides(tmp_path):
     (tmp_path / "bad.py").write_text("lr = 1e-5\nimport os\n")
     with pytest.raises(SystemExit, match="bad.py:2: a config file holds only"):
         train.load_config([str(tmp_path / "bad.py")])
+
+
+def test_plain_sft_on_one_set(setup, tmp_path):
+    """A static mixture with weight 0 on System-1 is plain SFT on System-2; the System-1 file may be left out."""
+    out = tmp_path / "sft"
+    train.main(args(setup, out, mixture="static", w_short=0.0, system1="", dev="", bounds="", max_steps=2, save_interval=2))
+    assert [m["system1"] for m in metrics(out)] == [0, 0]
+    with pytest.raises(SystemExit, match="no system1 data"):
+        train.main(args(setup, tmp_path / "o", mixture="static", w_short=0.5, system1="", dev="", bounds=""))
