@@ -260,3 +260,19 @@ def test_plain_sft_on_one_set(setup, tmp_path):
     assert [m["system1"] for m in metrics(out)] == [0, 0]
     with pytest.raises(SystemExit, match="no system1 data"):
         train.main(args(setup, tmp_path / "o", mixture="static", w_short=0.5, system1="", dev="", bounds=""))
+
+
+def test_old_checkpoints_are_pruned(setup, tmp_path):
+    out = tmp_path / "prune"
+    train.main(args(setup, out, save_interval=2, keep_checkpoints=1))
+    assert [p.name for p in train.checkpoints(out)] == ["step_000006"]
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary directory left
+
+
+def test_chosen_checkpoint_follows_the_official_rule():
+    evals = [{"step": 3, "dev_tokens": 50, "dev_acc": 0.70, "saved": True},
+             {"step": 6, "dev_tokens": 30, "dev_acc": 0.60, "saved": True},
+             {"step": 9, "dev_tokens": 20, "dev_acc": 0.40, "saved": True},   # too inaccurate: 0.4 < 0.7 x 0.756
+             {"step": 12, "dev_tokens": 10, "dev_acc": 0.70, "saved": False}]  # evaluated, but no checkpoint
+    assert train.choose(evals, long_acc=0.756)["step"] == 6
+    assert train.choose(evals[2:3], long_acc=0.756) is None
