@@ -263,7 +263,12 @@ def dev_evaluation(model, cfg, tok, dev_rows, dev_prompts, step, device):
 # checkpoints: step_NNNNNN/ = Hugging Face weights + tokenizer, and train_state/ (state.json + optimizer shards,
 # in a subdirectory so that vLLM, which loads every top-level *.safetensors, sees only the model)
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json")
+def tokenizer_files(model_dir: Path) -> list[Path]:
+    """Everything of the base model directory but its weights and config: tokenizer files, chat template,
+    generation config. Copied into every checkpoint so that it is a complete model directory."""
+    skip = {"config.json", "model.safetensors.index.json"}
+    return [f for f in Path(model_dir).iterdir() if f.is_file() and f.name not in skip
+            and f.suffix not in (".safetensors", ".bin", ".pt", ".pth")]
 
 
 def checkpoints(out_dir: Path) -> list[Path]:
@@ -282,9 +287,8 @@ def save_checkpoint(model, opt, cfg, state: dict, out_dir: Path, step: int, chos
     barrier()
     if rank == 0:
         write_weights(weights, model.config, tmp)
-        for name in TOKENIZER_FILES:
-            if (Path(cfg.model) / name).is_file():
-                shutil.copy2(Path(cfg.model) / name, tmp / name)
+        for f in tokenizer_files(cfg.model):
+            shutil.copy2(f, tmp / f.name)
         atomic_write_text(tmp / "train_state" / "state.json", json.dumps({**state, "world_size": world}, indent=1))
         commit_dir(tmp, final)
         # prune: keep the latest few, and the checkpoint the choice rule prefers so far

@@ -68,9 +68,23 @@ def make_model(out, family="qwen2", vocab_size=None, tokenizer=None, hidden=64, 
 
 
 if __name__ == "__main__":
-    p = argparse.ArgumentParser(description="save a tiny random model with a byte-level R1-format tokenizer")
+    p = argparse.ArgumentParser(description="save a tiny random model (with a byte-level R1-format tokenizer, "
+                                            "or the one in --tokenizer)")
     p.add_argument("--out", required=True)
     p.add_argument("--family", default="qwen2", choices=["qwen2", "llama", "qwen3"])
+    p.add_argument("--tokenizer", help="a tokenizer directory to use instead of the byte-level one")
+    p.add_argument("--hidden", type=int, default=64)
+    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--kv_heads", type=int, default=2)
+    p.add_argument("--intermediate", type=int, default=128)
+    p.add_argument("--context", type=int, default=1024)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
-    print(make_model(args.out, args.family, seed=args.seed))
+    tokenizer = None
+    if args.tokenizer:
+        from transformers import AutoTokenizer
+        tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
+    print(make_model(args.out, args.family, tokenizer=tokenizer, hidden=args.hidden, layers=args.layers,
+                     heads=args.heads, kv_heads=args.kv_heads, intermediate=args.intermediate, context=args.context,
+                     seed=args.seed))

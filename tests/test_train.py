@@ -141,9 +141,12 @@ def test_resume_is_exact(setup, tmp_path):
     assert metrics(full) == metrics(split)
     state = lambda out: json.loads((out / "step_000006" / "train_state" / "state.json").read_text())["mixture"]
     assert state(full) == state(split)
-    # the checkpoint loads in transformers as it is
+    # the checkpoint is a complete model directory: transformers loads it, and so does our generator with its
+    # tokenizer and chat template
     from transformers import AutoModelForCausalLM
     AutoModelForCausalLM.from_pretrained(full / "step_000006")
+    assert sample.prompt_ids(sample.load_tokenizer(full / "step_000006"), "1+1") == \
+        sample.prompt_ids(sample.load_tokenizer(setup / "model"), "1+1")
 
 
 def test_mixture_follows_the_rule(setup, tmp_path):
