@@ -138,7 +138,7 @@ def bench_train(workdir: Path):
     examples = [sample.example_ids(tok, f"{i} + {i} = ?", "".join(chr(97 + int(c)) for c in
                                    torch.randint(0, 26, (n,), generator=rng))) for i, n in enumerate(lengths)]
     lens = torch.tensor([float(len(ids)) for ids, _ in examples])
-    steps, global_batch, row_tokens, micro_batch = 6, 32, 2048, 4
+    steps, global_batch, row_tokens, micro_batch = 6, 32, 2048, 8  # 8 sequences per micro-batch, as the official run
     print(f"training: {len(examples)} examples of {lens.min():.0f}-{lens.max():.0f} tokens (mean {lens.mean():.0f}), "
           f"{steps} steps of {global_batch} examples; ours: packed rows of {row_tokens} tokens; reference: "
           f"micro-batches of {micro_batch} padded examples", flush=True)
