@@ -1,44 +1,56 @@
 """
-The synthetic task of `make demo`: sums of small numbers, with easy and hard problems, written in the
+The synthetic task of `make demo`: sums of one-digit numbers with easy and hard problems, written in the
 files and chat format of the real recipe, plus a character-level tokenizer in the Hugging Face format.
 
     python data/demo.py --out out/demo/data --seed 0
 
-A problem is a chain of one-digit additions and subtractions, "What is 8+9-3+7+6-2?"; the answer is a
-non-negative integer (the running total never goes below 0). Easy problems have 2-3 numbers, hard ones
-5-7. A tiny model can answer an easy problem at once, but needs to write the running total step by step
-to get a hard one right: one step ("17-3=14") is a table lookup, the whole sum at once is not.
+Problems. An easy problem is one addition or subtraction, "What is 7-3?". A hard problem is a chain of
+5 or 6 one-digit numbers, "What is 7+1-6-2+9?", whose running total stays within 0..9 and in which no
+signed number occurs twice. Answers are the integers 0..9. A tiny model recalls an easy answer at once,
+but gets a hard one right only by writing the running total down step by step; each step is an easy
+problem.
 
-System-2 (long, R1-like) response: every step on its own line; after a step, a redundant re-check by
-the inverse operation ("Wait, let me verify: 14+3=17. Yes.") with probability 1/2, a second one with
-probability 1/4 -- a varying amount of verification, like R1's "wait" -- then the answer:
+Responses are what the model writes after the prompt's "<think>\n" (sample.example_ids appends EOS):
 
-    8+9=17
-    17-3=14
-    Wait, let me verify: 14+3=17. Yes.
-    14+7=21
-    ...
-    </think>
+- System-2 (long, R1-like): one line per step, then 0 to 3 redundant re-checks of the whole chain,
+  drawn uniformly per trace (the varying amount of R1's "wait, let me verify"); sampling the long model
+  several times and keeping the shortest correct answer (TLDR's System-2 data) finds traces that
+  re-check little:
 
-    \\boxed{25}
+      7+1=8
+      8-6=2
+      2-2=0
+      0+9=9
+      Wait, let me verify: 7+1=8, 8-6=2, 2-2=0, 0+9=9.
+      Let me check again: 7+1=8, 8-6=2, 2-2=0, 0+9=9.
+      </think>
 
-System-1 (short) response: the answer at once, "</think>\\n\\n\\boxed{25}".
-A response is what the model writes after the prompt's "<think>\\n" (sample.example_ids appends EOS).
+      \boxed{9}
 
-Files written to --out (JSON Lines):
+- System-1 (short CoT), easy problems only: the one step and the answer, "7-3=4\n</think>\n\n\boxed{4}".
+- Direct answers, for the short model M_S: "</think>\n\n\boxed{4}". Without steps M_S is right on easy
+  problems and mostly wrong on hard ones, as Qwen2.5-Instruct is on AIME next to R1.
 
-| file               | rows                                     | used for                                          |
-| ------------------ | ---------------------------------------- | ------------------------------------------------- |
-| system1.jsonl      | easy problems, short responses           | System-1 data of TLDR and of the static mixture   |
-| system2_seed.jsonl | easy and hard problems, long responses   | training the long model M_L from scratch          |
-| short_seed.jsonl   | easy and hard problems, short responses  | training the short model M_S from scratch         |
-| s2_problems.jsonl  | hard problems, no response               | sampling M_L to build the System-2 data           |
-| dev.jsonl          | hard problems, with "answer"             | the bounds and the dev evaluations during TLDR    |
-| test.jsonl         | easy and hard problems (half each)       | the final evaluation                              |
-| tokenizer/         | tokenizer.json, tokenizer_config.json    | the models' tokenizer (one token per character)   |
+Why this shape (measured with a 0.46M-parameter model, see the demo's notes): a re-check placed after
+each step, or re-checks of single steps, made the model lose its place in the chain or end it at the
+wrong step; running totals above 9 added arithmetic errors. A contiguous chain, whole-chain re-checks
+and totals within 0..9 are learned within a few hundred steps.
 
-Training rows are {"id", "problem", "response"}; evaluation rows {"id", "problem", "answer", "level"}.
-No problem appears in two files: dev, test and s2_problems are held out from every training file.
+Files written to --out (JSON Lines; training rows {"id", "problem", "response"}, evaluation rows
+{"id", "problem", "answer", "level"}):
+
+| file               | rows                                          | used for                                |
+| ------------------ | --------------------------------------------- | --------------------------------------- |
+| system1.jsonl      | every easy problem once (81), short CoT       | System-1 data (TLDR, static mixture)    |
+| system2_seed.jsonl | 1/4 easy, 3/4 hard problems, long traces      | training the long model M_L             |
+| short_seed.jsonl   | 1/2 easy, 1/2 hard problems, direct answers   | training the short model M_S            |
+| s2_problems.jsonl  | hard problems (with "answer", no response)    | sampling M_L for the System-2 data      |
+| dev.jsonl          | hard problems                                 | the bounds, dev evaluations of TLDR     |
+| test.jsonl         | easy and hard problems                        | the final evaluation                    |
+| tokenizer/         | tokenizer.json, tokenizer_config.json         | one token per character, R1 format      |
+
+The hard problems of dev, test and s2_problems are distinct and never in a training file. Easy
+problems cannot be held out: there are only 81 of them (like a times table), all in system1.jsonl.
 Everything is a pure function of --seed.
 """
 
@@ -52,126 +64,197 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tiny  # noqa: E402
 
-EASY_TERMS = (2, 3)          # numbers in an easy problem
-HARD_TERMS = (5, 6)          # numbers in a hard problem
-P_CHECK = 0.5                # chance of a re-check after a step
-P_CHECK_AGAIN = 0.2          # chance of a second re-check after the first
-CHECKS = ("Wait, let me verify: {}.", "Hmm, let me check again: {}.")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from model import atomic_write_text  # noqa: E402
+
+MAX_TOTAL = 9                           # answers and running totals stay within 0..MAX_TOTAL
+HARD_TERMS = (5, 6)                     # numbers in a hard problem
+N_CHECKS = (0, 1, 2, 3)                 # re-checks of the whole chain in a long trace, drawn uniformly
+CHECKS = ("Wait, let me verify: {}.", "Let me check again: {}.", "Hmm, once more: {}.")
 
 # one token per character: printable ASCII and the newline (the prompt's instruction sentence included)
 ALPHABET = string.digits + string.ascii_letters + string.punctuation + " \n"
 
 
-def make_problem(rng: random.Random, level: str) -> list[tuple[str, int]]:
-    """[(sign, number), ...]: the first sign is "+"; a "-" never takes the running total below 0."""
-    n = rng.choice(EASY_TERMS if level == "easy" else HARD_TERMS)
-    terms, total = [], 0
-    for i in range(n):
-        d = rng.randint(1, 9)
-        sign = "+" if i == 0 or d > total or rng.random() < 0.5 else "-"
-        total += d if sign == "+" else -d
-        terms.append((sign, d))
-    return terms
+def easy_problems():
+    """Every easy problem, as [(sign, number), ...]: a +- d = r with a in 1..MAX_TOTAL, d in 1..9."""
+    return [[("+", a), (s, d)] for a in range(1, MAX_TOTAL + 1) for s in "+-" for d in range(1, 10)
+            if 0 <= (a + d if s == "+" else a - d) <= MAX_TOTAL]
+
+
+def hard_problem(rng: random.Random):
+    """[(sign, number), ...] with distinct one-digit numbers (so "the number after 6" is unambiguous) and
+    a running total within 0..MAX_TOTAL."""
+    n = rng.choice(HARD_TERMS)
+    while True:
+        terms = [("+", rng.randint(1, 9))]
+        total, used = terms[0][1], {terms[0][1]}
+        while len(terms) < n:
+            sign = rng.choice("+-")
+            room = MAX_TOTAL - total if sign == "+" else total
+            choices = [d for d in range(1, min(9, room) + 1) if d not in used]
+            if not choices:
+                break  # stuck: draw the problem again
+            d = rng.choice(choices)
+            total += d if sign == "+" else -d
+            terms.append((sign, d))
+            used.add(d)
+        if len(terms) == n:
+            return terms
 
 
 def problem_text(terms) -> str:
-    expr = str(terms[0][1]) + "".join(f"{s}{d}" for s, d in terms[1:])
-    return f"What is {expr}?"
+    return f"What is {terms[0][1]}" + "".join(f"{s}{d}" for s, d in terms[1:]) + "?"
 
 
 def answer(terms) -> int:
     return sum(d if s == "+" else -d for s, d in terms)
 
 
-def short_response(terms) -> str:
+def steps(terms):
+    """The running total, one step per number after the first: ["8+1=9", "9-6=3", ...]."""
+    out, total = [], terms[0][1]
+    for s, d in terms[1:]:
+        new = total + d if s == "+" else total - d
+        out.append(f"{total}{s}{d}={new}")
+        total = new
+    return out
+
+
+def final(terms) -> str:
     return f"</think>\n\n\\boxed{{{answer(terms)}}}"
 
 
+def direct_response(terms) -> str:
+    return final(terms)
+
+
+def short_cot_response(terms) -> str:
+    return "\n".join(steps(terms)) + "\n" + final(terms)
+
+
 def long_response(terms, rng: random.Random) -> str:
-    """Step-by-step running total with re-checks by the inverse operation, R1-style."""
-    lines, total = [], terms[0][1]
-    for s, d in terms[1:]:
-        new = total + d if s == "+" else total - d
-        lines.append(f"{total}{s}{d}={new}")
-        inverse = f"{new}{'-' if s == '+' else '+'}{d}={total}"
-        if rng.random() < P_CHECK:
-            lines.append(CHECKS[0].format(inverse))
-            if rng.random() < P_CHECK_AGAIN:
-                lines.append(CHECKS[1].format(inverse))
-        total = new
-    return "\n".join(lines) + f"\n</think>\n\n\\boxed{{{total}}}"
+    """The steps, then 0-3 re-checks of the whole chain (as many as the trace's draw says)."""
+    chain = steps(terms)
+    checks = [CHECKS[i].format(", ".join(chain)) for i in range(rng.choice(N_CHECKS))]
+    return "\n".join(chain + checks) + "\n" + final(terms)
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--out", help="output directory of the data")
+    p.add_argument("--report", metavar="DEMO_DIR", help="instead: the table and plot of a finished demo run")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--system1", type=int, default=4000, help="easy problems with short responses")
-    p.add_argument("--system2_seed", type=int, default=20000, help="long traces to train the long model (half hard)")
-    p.add_argument("--short_seed", type=int, default=20000, help="short answers to train the short model (half hard)")
+    p.add_argument("--system2_seed", type=int, default=20000, help="long traces to train the long model")
+    p.add_argument("--short_seed", type=int, default=20000, help="direct answers to train the short model")
     p.add_argument("--s2_problems", type=int, default=256, help="hard problems to sample the long model on")
     p.add_argument("--dev", type=int, default=128, help="hard dev problems")
-    p.add_argument("--test", type=int, default=400, help="test problems, half easy and half hard")
+    p.add_argument("--test_easy", type=int, default=64)
+    p.add_argument("--test_hard", type=int, default=256)
+    p.add_argument("--no_instruction", action="store_true",
+                   help="record in the tokenizer config that prompts carry no instruction sentence "
+                        "(tokenizer_config.json 'prompt_instruction': '')")
     args = p.parse_args(argv)
+    if args.report:
+        return report(Path(args.report))
+    if not args.out:
+        p.error("--out is required")
 
     rng = random.Random(args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    seen = set()
+    easy = easy_problems()
+    held_out = set()
 
-    def fresh(level, held_out):
-        """A new problem; held-out ones (evaluation, s2_problems) are never repeated anywhere."""
+    def fresh_hard():
+        """A hard problem never drawn for an evaluation or sampling set."""
         while True:
-            terms = make_problem(rng, level)
-            text = problem_text(terms)
-            if text not in seen:
-                if held_out:
-                    seen.add(text)
-                return terms, text
+            terms = hard_problem(rng)
+            if problem_text(terms) not in held_out:
+                return terms
 
-    def write(name, rows):
-        with open(out / name, "w") as f:
-            for r in rows:
-                f.write(json.dumps(r) + "\n")
-        print(f"{out / name}: {len(rows)} rows")
+    def eval_rows(prefix, problems, level):
+        rows = []
+        for i, terms in enumerate(problems):
+            held_out.add(problem_text(terms))
+            rows.append({"id": f"{prefix}-{i}", "problem": problem_text(terms), "answer": str(answer(terms)),
+                         "level": level})
+        return rows
+
+    def train_rows(prefix, problems, respond):
+        return [{"id": f"{prefix}-{i}", "problem": problem_text(t), "response": respond(t)}
+                for i, t in enumerate(problems)]
 
     # held-out sets first, so that the training sets can avoid them
-    levels = ["easy", "hard"] * (args.test // 2) + ["hard"] * (args.test % 2)
-    test = []
-    for i, level in enumerate(levels):
-        terms, text = fresh(level, True)
-        test.append({"id": f"test-{i}", "problem": text, "answer": str(answer(terms)), "level": level})
-    dev = []
-    for i in range(args.dev):
-        terms, text = fresh("hard", True)
-        dev.append({"id": f"dev-{i}", "problem": text, "answer": str(answer(terms)), "level": "hard"})
-    s2 = []
-    for i in range(args.s2_problems):
-        terms, text = fresh("hard", True)
-        s2.append({"id": f"s2-{i}", "problem": text, "answer": str(answer(terms)), "level": "hard"})
+    test = eval_rows("test-easy", rng.sample(easy, args.test_easy), "easy") + \
+        eval_rows("test-hard", [fresh_hard() for _ in range(args.test_hard)], "hard")
+    rng.shuffle(test)
+    dev = eval_rows("dev", [fresh_hard() for _ in range(args.dev)], "hard")
+    s2 = eval_rows("s2", [fresh_hard() for _ in range(args.s2_problems)], "hard")
 
-    system1 = []
-    for i in range(args.system1):
-        terms, text = fresh("easy", False)
-        system1.append({"id": f"s1-{i}", "problem": text, "response": short_response(terms)})
-    system2_seed, short_seed = [], []
-    for i in range(args.system2_seed):
-        terms, text = fresh("hard" if i % 2 else "easy", False)
-        system2_seed.append({"id": f"long-{i}", "problem": text, "response": long_response(terms, rng)})
-    for i in range(args.short_seed):
-        terms, text = fresh("hard" if i % 2 else "easy", False)
-        short_seed.append({"id": f"short-{i}", "problem": text, "response": short_response(terms)})
+    system1 = train_rows("s1", easy, short_cot_response)
+    # 3/4 hard: the long model needs most of its steps on how to walk along a long chain
+    long_problems = [fresh_hard() if i % 4 else rng.choice(easy) for i in range(args.system2_seed)]
+    system2_seed = train_rows("long", long_problems, lambda t: long_response(t, rng))
+    short_problems = [fresh_hard() if i % 2 else rng.choice(easy) for i in range(args.short_seed)]
+    short_seed = train_rows("short", short_problems, direct_response)
 
-    write("system1.jsonl", system1)
-    write("system2_seed.jsonl", system2_seed)
-    write("short_seed.jsonl", short_seed)
-    write("s2_problems.jsonl", s2)
-    write("dev.jsonl", dev)
-    write("test.jsonl", test)
+    for name, rows in [("system1", system1), ("system2_seed", system2_seed), ("short_seed", short_seed),
+                       ("s2_problems", s2), ("dev", dev), ("test", test)]:
+        with open(out / f"{name}.jsonl", "w") as f:
+            for r in rows:
+                f.write(json.dumps(r) + "\n")
+        print(f"{out / name}.jsonl: {len(rows)} rows")
     tok = tiny.make_tokenizer(ALPHABET)
+    if args.no_instruction:
+        tok.init_kwargs["prompt_instruction"] = ""
     tok.save_pretrained(out / "tokenizer")
     print(f"{out / 'tokenizer'}: {len(tok)} tokens")
 
+
+def report(demo: Path):
+    """The demo's table (markdown + JSON with the same numbers) and the plot of the TLDR run."""
+    names = {"long": "long model M_L", "short": "short model M_S", "static": "static 1:1 mixture", "tldr": "TLDR"}
+    results = {}
+    for key in names:
+        m = json.loads((demo / "eval" / key / "summary.json").read_text())["benchmarks"]["test"]
+        results[key] = {"accuracy": m["accuracy"], "tokens": m["tokens"],
+                        **{f"{lv}_{k}": m["by_level"][lv][k] for lv in ("easy", "hard") for k in ("accuracy", "tokens")}}
+    for r in results.values():
+        r["tokens_vs_long"] = r["tokens"] / results["long"]["tokens"]
+    lines = ["| model | accuracy % (easy / hard) | mean tokens (easy / hard) | tokens vs long |",
+             "| --- | ---: | ---: | ---: |"]
+    for key, r in results.items():
+        lines.append(f"| {names[key]} | {100 * r['accuracy']:.1f} ({100 * r['easy_accuracy']:.1f} / "
+                     f"{100 * r['hard_accuracy']:.1f}) | {r['tokens']:.1f} ({r['easy_tokens']:.1f} / "
+                     f"{r['hard_tokens']:.1f}) | {100 * r['tokens_vs_long']:.0f}% |")
+    table = "\n".join(lines) + "\n"
+    atomic_write_text(demo / "results.md", table)
+    atomic_write_text(demo / "results.json", json.dumps(results, indent=2) + "\n")
+    print(table)
+
+    # the TLDR run: mixture weights per step, dev tokens and accuracy per evaluation, against the bounds
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    rows = [json.loads(l) for l in (demo / "tldr" / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in rows if "loss" in r]
+    evals = [r for r in rows if "dev_acc" in r]
+    bounds = json.loads((demo / "bounds.json").read_text())
+    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(15, 4))
+    ax1.plot([r["step"] for r in steps], [r["w_short"] for r in steps], label="System-1 (short)")
+    ax1.plot([r["step"] for r in steps], [r["w_long"] for r in steps], label="System-2 (long)")
+    ax1.set(title="mixture weights", xlabel="step", ylim=(0, 1))
+    ax1.legend()
+    for ax, key, what in ((ax2, "dev_tokens", "tokens"), (ax3, "dev_acc", "accuracy")):
+        ax.plot([r["step"] for r in evals], [r[key] for r in evals], "o-", color="k", label="TLDR")
+        ax.axhline(bounds["long"][what], color="tab:orange", ls="--", label="long model")
+        ax.axhline(bounds["short"][what], color="tab:blue", ls="--", label="short model")
+        ax.set(title=f"dev {what}", xlabel="step")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(demo / "tldr.png", dpi=90)
+    print(f"wrote {demo / 'results.md'}, {demo / 'results.json'}, {demo / 'tldr.png'}")
 
 if __name__ == "__main__":
     main()

@@ -1,0 +1,13 @@
+"""make demo: the long model M_L, trained from scratch on long step-by-step traces (plain SFT)."""
+mixture = "static"
+w_short = 0.0
+max_steps = 600
+global_batch = 32
+row_tokens = 1024
+max_len = 1024
+lr = 3e-3
+lr_schedule = "cosine"
+warmup_steps = 30
+min_lr = 3e-4
+save_interval = 600
+keep_checkpoints = 1

@@ -1,0 +1,13 @@
+"""make demo: TLDR from the long model (the static 1:1 ablation adds --mixture=static)."""
+max_steps = 120
+global_batch = 32
+row_tokens = 1024
+max_len = 1024
+lr = 1e-3
+eval_interval = 20
+save_interval = 20
+keep_checkpoints = 1
+dev_max_new_tokens = 300
+dev_temperature = 0.7
+dev_top_p = 1.0
+dev_batch_size = 64
