@@ -103,8 +103,12 @@ def hard_problem(rng: random.Random):
             return terms
 
 
+def expression(terms) -> str:
+    return str(terms[0][1]) + "".join(f"{s}{d}" for s, d in terms[1:])
+
+
 def problem_text(terms) -> str:
-    return f"What is {terms[0][1]}" + "".join(f"{s}{d}" for s, d in terms[1:]) + "?"
+    return f"What is {expression(terms)}?"
 
 
 def answer(terms) -> int:
@@ -125,12 +129,10 @@ def final(terms) -> str:
     return f"</think>\n\n\\boxed{{{answer(terms)}}}"
 
 
-def direct_response(terms) -> str:
-    return final(terms)
-
-
-def short_cot_response(terms) -> str:
-    return "\n".join(steps(terms)) + "\n" + final(terms)
+def short_response(terms) -> str:
+    """The whole sum in one line: for an easy problem that is its one step (System-1 short CoT), for a
+    hard one a guess (the short model)."""
+    return f"{expression(terms)}={answer(terms)}\n" + final(terms)
 
 
 def long_response(terms, rng: random.Random) -> str:
@@ -192,12 +194,12 @@ def main(argv=None):
     dev = eval_rows("dev", [fresh_hard() for _ in range(args.dev)], "hard")
     s2 = eval_rows("s2", [fresh_hard() for _ in range(args.s2_problems)], "hard")
 
-    system1 = train_rows("s1", easy, short_cot_response)
+    system1 = train_rows("s1", easy, short_response)
     # 3/4 hard: the long model needs most of its steps on how to walk along a long chain
     long_problems = [fresh_hard() if i % 4 else rng.choice(easy) for i in range(args.system2_seed)]
     system2_seed = train_rows("long", long_problems, lambda t: long_response(t, rng))
     short_problems = [fresh_hard() if i % 2 else rng.choice(easy) for i in range(args.short_seed)]
-    short_seed = train_rows("short", short_problems, direct_response)
+    short_seed = train_rows("short", short_problems, short_response)
 
     for name, rows in [("system1", system1), ("system2_seed", system2_seed), ("short_seed", short_seed),
                        ("s2_problems", s2), ("dev", dev), ("test", test)]:
