@@ -40,14 +40,17 @@ INSTRUCTION = "Please reason step by step, and put your final answer within \\bo
 # prompts, in the R1 chat format (shared with train.py so training and testing see the same text)
 
 def load_tokenizer(path):
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: no such model directory")
     if not (path / "tokenizer.json").is_file() and not (path / "tokenizer_config.json").is_file():
         raise FileNotFoundError(f"{path}: no tokenizer.json or tokenizer_config.json; a model directory "
                                 f"needs its tokenizer files (copy them from the base model)")
-    tok = AutoTokenizer.from_pretrained(str(path))
+    # tokenizer.json defines the tokenization completely; AutoTokenizer would instead pick a class from the
+    # model's config.json (Qwen2Tokenizer), which re-derives its pre-tokenizer and can change what it encodes
+    load = PreTrainedTokenizerFast if (path / "tokenizer.json").is_file() else AutoTokenizer
+    tok = load.from_pretrained(str(path))
     if tok.chat_template is None:
         raise ValueError(f"{path}: the tokenizer has no chat template (tokenizer_config.json 'chat_template')")
     return tok

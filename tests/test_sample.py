@@ -155,3 +155,14 @@ def test_cli_single_prompt(qwen2, capsys):
     _, _, path = qwen2
     assert run_cli("--model", path, "--prompt", "What is 2+2?", "--max_new_tokens", 5, "--n", 2) is None
     assert capsys.readouterr().out.count("--- sample") == 2
+
+
+def test_a_char_level_tokenizer_in_a_model_directory_loads_as_saved(tmp_path):
+    """transformers' AutoTokenizer would pick Qwen2Tokenizer from config.json and change the encoding."""
+    import tiny
+    tok = tiny.make_tokenizer("0123456789+-=? Whatis\n")
+    tok.save_pretrained(tmp_path / "tok")
+    tiny.make_model(tmp_path / "model", "qwen2", tokenizer=tok, hidden=32, layers=1)
+    a, b = sample.load_tokenizer(tmp_path / "tok"), sample.load_tokenizer(tmp_path / "model")
+    assert len(a) == len(b) == len(tok)
+    assert sample.prompt_ids(a, "What is 7-3?") == sample.prompt_ids(b, "What is 7-3?")
