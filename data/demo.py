@@ -6,7 +6,7 @@ files and chat format of the real recipe, plus a character-level tokenizer in th
 
 Problems. An easy problem is one addition or subtraction, "What is 7-3?". A hard problem is a chain of
 5 or 6 one-digit numbers, "What is 7+1-6-2+9?", whose running total stays within 0..9 and in which no
-signed number occurs twice. Answers are the integers 0..9. A tiny model recalls an easy answer at once,
+number occurs twice. Answers are the integers 0..9. A tiny model recalls an easy answer at once,
 but gets a hard one right only by writing the running total down step by step; each step is an easy
 problem.
 
@@ -28,13 +28,15 @@ Responses are what the model writes after the prompt's "<think>\n" (sample.examp
       \boxed{9}
 
 - System-1 (short CoT), easy problems only: the one step and the answer, "7-3=4\n</think>\n\n\boxed{4}".
-- Direct answers, for the short model M_S: "</think>\n\n\boxed{4}". Without steps M_S is right on easy
-  problems and mostly wrong on hard ones, as Qwen2.5-Instruct is on AIME next to R1.
+- The short model M_S answers every problem in one line, "7-3=4\n</think>\n\n\boxed{4}" or
+  "7+1-6-2+9=9\n</think>\n\n\boxed{9}": right on easy problems (for them this line is the System-1
+  answer) and mostly wrong on hard ones, as Qwen2.5-Instruct is on AIME next to R1.
 
-Why this shape (measured with a 0.46M-parameter model, see the demo's notes): a re-check placed after
-each step, or re-checks of single steps, made the model lose its place in the chain or end it at the
-wrong step; running totals above 9 added arithmetic errors. A contiguous chain, whole-chain re-checks
-and totals within 0..9 are learned within a few hundred steps.
+Why this shape (measured with a 0.46M-parameter Qwen2 model, 1000 AdamW steps of 32 examples): with
+re-checks after each step, or re-checks of single steps, the model lost its place in the chain (took
+the wrong next number) or ended it at the wrong step; with repeated numbers in a problem it also took
+the wrong next number; running totals above 9 added arithmetic errors. A contiguous chain of distinct
+numbers, whole-chain re-checks and totals within 0..9 reach 99-100% on hard test problems.
 
 Files written to --out (JSON Lines; training rows {"id", "problem", "response"}, evaluation rows
 {"id", "problem", "answer", "level"}):
@@ -43,7 +45,7 @@ Files written to --out (JSON Lines; training rows {"id", "problem", "response"},
 | ------------------ | --------------------------------------------- | --------------------------------------- |
 | system1.jsonl      | every easy problem once (81), short CoT       | System-1 data (TLDR, static mixture)    |
 | system2_seed.jsonl | 1/4 easy, 3/4 hard problems, long traces      | training the long model M_L             |
-| short_seed.jsonl   | 1/2 easy, 1/2 hard problems, direct answers   | training the short model M_S            |
+| short_seed.jsonl   | 1/2 easy, 1/2 hard problems, one-line answers | training the short model M_S            |
 | s2_problems.jsonl  | hard problems (with "answer", no response)    | sampling M_L for the System-2 data      |
 | dev.jsonl          | hard problems                                 | the bounds, dev evaluations of TLDR     |
 | test.jsonl         | easy and hard problems                        | the final evaluation                    |
@@ -148,7 +150,7 @@ def main(argv=None):
     p.add_argument("--report", metavar="DEMO_DIR", help="instead: the table and plot of a finished demo run")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--system2_seed", type=int, default=20000, help="long traces to train the long model")
-    p.add_argument("--short_seed", type=int, default=20000, help="direct answers to train the short model")
+    p.add_argument("--short_seed", type=int, default=20000, help="one-line answers to train the short model")
     p.add_argument("--s2_problems", type=int, default=256, help="hard problems to sample the long model on")
     p.add_argument("--dev", type=int, default=128, help="hard dev problems")
     p.add_argument("--test_easy", type=int, default=64)
