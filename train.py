@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from model import Config, Transformer, atomic_write_text, commit_dir, write_weights
+from model import Transformer, atomic_write_text, commit_dir, write_weights
 from ratio import Bounds, Mixture
 from sample import example_ids, generate, load_tokenizer, prompt_ids, read_jsonl, stop_ids
 
