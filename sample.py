@@ -57,8 +57,11 @@ def load_tokenizer(path):
 
 
 def prompt_text(tok, problem: str) -> str:
-    content = problem if INSTRUCTION in problem else f"{problem}\n{INSTRUCTION}"  # chat data may carry it already
-    text = tok.apply_chat_template([{"role": "user", "content": content}],
+    # a tokenizer_config.json may set its own "prompt_instruction" (the demo's tiny models use "": no sentence)
+    instruction = tok.init_kwargs.get("prompt_instruction", INSTRUCTION)
+    if instruction and instruction not in problem:  # chat data may carry it already
+        problem = f"{problem}\n{instruction}"
+    text = tok.apply_chat_template([{"role": "user", "content": problem}],
                                    tokenize=False, add_generation_prompt=True)
     # newer R1 templates end the generation prompt with "<think>\n", older ones do not: make it always so for
     # a thinking model; a model without a <think> token (the short model, Qwen2.5-Instruct) answers directly

@@ -49,7 +49,8 @@ Files written to --out (JSON Lines; training rows {"id", "problem", "response"},
 | s2_problems.jsonl  | hard problems (with "answer", no response)    | sampling M_L for the System-2 data      |
 | dev.jsonl          | hard problems                                 | the bounds, dev evaluations of TLDR     |
 | test.jsonl         | easy and hard problems                        | the final evaluation                    |
-| tokenizer/         | tokenizer.json, tokenizer_config.json         | one token per character, R1 format      |
+| tokenizer/         | tokenizer.json, tokenizer_config.json         | one token per character, R1 format,     |
+|                    |                                               | no instruction sentence in prompts      |
 
 The hard problems of dev, test and s2_problems are distinct and never in a training file. Easy
 problems cannot be held out: there are only 81 of them (like a times table), all in system1.jsonl.
@@ -74,7 +75,7 @@ HARD_TERMS = (5, 6)                     # numbers in a hard problem
 N_CHECKS = (0, 1, 2, 3)                 # re-checks of the whole chain in a long trace, drawn uniformly
 CHECKS = ("Wait, let me verify: {}.", "Let me check again: {}.", "Hmm, once more: {}.")
 
-# one token per character: printable ASCII and the newline (the prompt's instruction sentence included)
+# one token per character: printable ASCII and the newline
 ALPHABET = string.digits + string.ascii_letters + string.punctuation + " \n"
 
 
@@ -155,9 +156,6 @@ def main(argv=None):
     p.add_argument("--dev", type=int, default=128, help="hard dev problems")
     p.add_argument("--test_easy", type=int, default=64)
     p.add_argument("--test_hard", type=int, default=256)
-    p.add_argument("--no_instruction", action="store_true",
-                   help="record in the tokenizer config that prompts carry no instruction sentence "
-                        "(tokenizer_config.json 'prompt_instruction': '')")
     args = p.parse_args(argv)
     if args.report:
         return report(Path(args.report))
@@ -210,8 +208,9 @@ def main(argv=None):
                 f.write(json.dumps(r) + "\n")
         print(f"{out / name}.jsonl: {len(rows)} rows")
     tok = tiny.make_tokenizer(ALPHABET)
-    if args.no_instruction:
-        tok.init_kwargs["prompt_instruction"] = ""
+    # prompts without R1's instruction sentence (sample.prompt_text reads this): a tiny model learns nothing from
+    # it, and it would make the examples 1.6-2.7x longer
+    tok.init_kwargs["prompt_instruction"] = ""
     tok.save_pretrained(out / "tokenizer")
     print(f"{out / 'tokenizer'}: {len(tok)} tokens")
 
@@ -237,25 +236,34 @@ def report(demo: Path):
     atomic_write_text(demo / "results.json", json.dumps(results, indent=2) + "\n")
     print(table)
 
-    # the TLDR run: mixture weights per step, dev tokens and accuracy per evaluation, against the bounds
+    # the TLDR run: mixture weights per step; dev tokens and accuracy per evaluation, next to the static run
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    rows = [json.loads(l) for l in (demo / "tldr" / "metrics.jsonl").read_text().splitlines()]
-    steps = [r for r in rows if "loss" in r]
-    evals = [r for r in rows if "dev_acc" in r]
+
+    def metrics(run):
+        return [json.loads(l) for l in (demo / run / "metrics.jsonl").read_text().splitlines()]
+
+    steps = [r for r in metrics("tldr") if "loss" in r]
+    evals = {run: [r for r in metrics(run) if "dev_acc" in r] for run in ("tldr", "static")}
+    chosen = {run: json.loads((demo / run / "chosen.json").read_text())["step"]
+              for run in ("tldr", "static") if (demo / run / "chosen.json").exists()}
     bounds = json.loads((demo / "bounds.json").read_text())
     fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(15, 4))
     ax1.plot([r["step"] for r in steps], [r["w_short"] for r in steps], label="System-1 (short)")
     ax1.plot([r["step"] for r in steps], [r["w_long"] for r in steps], label="System-2 (long)")
-    ax1.set(title="mixture weights", xlabel="step", ylim=(0, 1))
+    ax1.set(title="TLDR mixture weights", xlabel="step", ylim=(0, 1))
     ax1.legend()
     for ax, key, what in ((ax2, "dev_tokens", "tokens"), (ax3, "dev_acc", "accuracy")):
-        ax.plot([r["step"] for r in evals], [r[key] for r in evals], "o-", color="k", label="TLDR")
+        for run, style, label in (("tldr", "o-k", "TLDR"), ("static", "s:", "static 1:1")):
+            ax.plot([r["step"] for r in evals[run]], [r[key] for r in evals[run]], style, label=label,
+                    **({"color": "tab:gray"} if run == "static" else {}))
+        if "tldr" in chosen:
+            ax.axvline(chosen["tldr"], color="tab:green", lw=1, label="TLDR checkpoint chosen")
         ax.axhline(bounds["long"][what], color="tab:orange", ls="--", label="long model")
         ax.axhline(bounds["short"][what], color="tab:blue", ls="--", label="short model")
         ax.set(title=f"dev {what}", xlabel="step")
-        ax.legend()
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(demo / "tldr.png", dpi=90)
     print(f"wrote {demo / 'results.md'}, {demo / 'results.json'}, {demo / 'tldr.png'}")

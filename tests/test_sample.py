@@ -28,6 +28,19 @@ def test_prompt_is_r1_format_with_a_single_bos(qwen2):
     assert tok.decode(full[n_prompt:-1]) == "four</think>\n\n\\boxed{4}"
 
 
+def test_prompt_instruction_from_the_tokenizer_config(tmp_path):
+    """A tokenizer_config.json "prompt_instruction" replaces the R1 sentence ("" = none) and survives a save."""
+    import tiny
+    tok = tiny.make_tokenizer(None)
+    tok.init_kwargs["prompt_instruction"] = ""
+    tok.save_pretrained(tmp_path)
+    tok = sample.load_tokenizer(tmp_path)
+    assert sample.prompt_text(tok, "What is 2+2?") == "<｜begin▁of▁sentence｜><｜User｜>What is 2+2?<｜Assistant｜><think>\n"
+    tok.init_kwargs["prompt_instruction"] = "Answer in a box."
+    assert "What is 2+2?\nAnswer in a box.<｜Assistant｜>" in sample.prompt_text(tok, "What is 2+2?")
+    assert sample.prompt_text(tok, "What is 2+2?\nAnswer in a box.").count("Answer in a box.") == 1
+
+
 @pytest.mark.parametrize("family", ["qwen2", "llama", "qwen3"])
 @torch.no_grad()
 def test_greedy_batch_equals_transformers_generate(tiny_models, family):
