@@ -9,6 +9,8 @@ so a killed run resumes where it stopped), then writes OUT in one atomic step.
     # System-1: the short model answers each easy problem once; correct answers are kept
     python data/build.py system1 --model Qwen/Qwen2.5-7B-Instruct --problems data/bench/gsm8k_train.jsonl \
         --out data/r1_7b/system1.jsonl --n 1 --temperature 0.7 --max_new_tokens 4096
+    # the dev set: 512 problems of AIME 1983-2023, drawn with a seed (kept in the source's order)
+    python data/build.py dev --problems data/bench/aime_1983_2023.jsonl --size 512 --out data/r1_7b/dev.jsonl
     # bounds: both models on the same dev problems with the sampling settings of the dev evaluation
     python data/build.py bounds --short Qwen/Qwen2.5-7B-Instruct --long deepseek-ai/DeepSeek-R1-Distill-Qwen-7B \
         --problems data/bench/dev.jsonl --out data/r1_7b/bounds.json --temperature 0.7 --max_new_tokens 8192
@@ -21,6 +23,7 @@ the boxed final answer, so System-1 examples have the shape of R1's answers, onl
 
 import argparse
 import json
+import random
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -88,7 +91,7 @@ def write_dataset(rows, out: Path, pick):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("stage", choices=["system1", "system2", "bounds"])
+    p.add_argument("stage", choices=["system1", "system2", "bounds", "dev"])
     p.add_argument("--model", help="the model that answers (system1: the short model, system2: the long one)")
     p.add_argument("--short", help="bounds: the short model M_S")
     p.add_argument("--long", help="bounds: the long model M_L")
@@ -96,6 +99,7 @@ def main(argv=None):
     p.add_argument("--out", required=True)
     p.add_argument("--n", type=int, default=1, help="samples per problem (system2: 8 in the recipe)")
     p.add_argument("--limit", type=int, default=0, help="only the first N problems (0 = all)")
+    p.add_argument("--size", type=int, default=512, help="dev: problems drawn")
     p.add_argument("--temperature", type=float, default=0.7)
     p.add_argument("--top_p", type=float, default=1.0)
     p.add_argument("--max_new_tokens", type=int, default=8192)
@@ -112,6 +116,14 @@ def main(argv=None):
         sys.exit(f"error: {args.problems} has no problems")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+
+    if args.stage == "dev":
+        if not 0 < args.size <= len(problems):
+            sys.exit(f"error: --size {args.size}: {args.problems} has {len(problems)} problems")
+        keep = sorted(random.Random(args.seed).sample(range(len(problems)), args.size))
+        atomic_write_text(out, "".join(json.dumps(problems[i], ensure_ascii=False) + "\n" for i in keep))
+        print(f"build: {out}: {args.size} of the {len(problems)} problems of {args.problems} (seed {args.seed})")
+        return
 
     if args.stage in ("system1", "system2"):
         if not args.model:

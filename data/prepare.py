@@ -13,14 +13,23 @@ line with "id", "problem", "answer" (and "solution", "subject", "level" where th
 | aime24.jsonl         | AI-MO/aimo-validation-aime, the 2024 problems                   |
 | amc23.jsonl          | AI-MO/aimo-validation-amc, the 2023 problems                    |
 | aime_1983_2023.jsonl | di-zhang-fdu/AIME_1983_2024, years 1983-2023 (the TLDR dev set) |
+| s1k.jsonl            | simplescaling/s1K: the System-2 problems                        |
 
 "answer" is the reference final answer as a string: GSM8K the number after "####" without commas,
-MATH-500 its LaTeX answer, AIME/AMC the integer as written in the source ("025"; AMC's 36.0 -> "36").
-Needs network access to the Hub; the parquet sources also need pyarrow (`pip install pyarrow`).
+MATH-500 its LaTeX answer, AIME/AMC the integer as written in the source ("025"; AMC's 36.0 -> "36"),
+s1K the last \\boxed{} of its reference solution, or the whole solution when it is one short line (s1K
+problems whose solution is a proof or an essay have no answer a grader can check: they are left out and
+counted).
+
+Checksums: every file written is listed with its SHA-256 in OUT/SHA256SUMS (`sha256sum -c SHA256SUMS`
+checks a copy later). The six benchmark files must come out byte for byte as the copies this repository
+was checked against (CHECKSUMS below); a file that differs is still written, with a warning, because the
+Hub copy has then changed since. Needs network access to the Hub and pyarrow for the parquet sources.
 """
 
 import argparse
 import csv
+import hashlib
 import json
 import os
 import re
@@ -38,6 +47,18 @@ SOURCES = {
     "aime24": ("AI-MO/aimo-validation-aime", "data/train-00000-of-00001.parquet", 30),
     "amc23": ("AI-MO/aimo-validation-amc", "data/train-00000-of-00001.parquet", 40),
     "aime_1983_2023": ("di-zhang-fdu/AIME_1983_2024", "AIME_Dataset_1983_2024.csv", 919),
+    "s1k": ("simplescaling/s1K", "data/train-00000-of-00001.parquet", 1000),
+}
+
+# SHA-256 of the files this script writes, as checked against the copies the tests and the grader study used
+# (s1K has no reference copy: its checksum is only recorded in SHA256SUMS)
+CHECKSUMS = {
+    "gsm8k_train": "289914ec4a3bbfac580fa160a6b3e3cd5d4e5b2bbf3755f1ad81f8c1f9859e60",
+    "gsm8k_test": "b602a08cb70eeb9833d387cd253c08d76b2599977edb881c5463d29250fd60b2",
+    "math500": "f556594be26ba2d22b2eb4816ef42b5b833c047075c09f2cf2ccf8ebfde11b6c",
+    "aime24": "9a15dd7ddcf4f4176e23afdc01648567949739d84c85cd66591e9ef31221f4a4",
+    "amc23": "4de011782c49fffe5a52c85e802a1fc04322a431f05e475e0d51bfaec925e886",
+    "aime_1983_2023": "3979ea8298b7099088de181f1dce10ad2c1352598163ba6be14c952fbecb22a9",
 }
 
 # -----------------------------------------------------------------------------
@@ -84,6 +105,29 @@ def aime_dev_rows(rows):
              "source": "AIME 1983-2023 (the TLDR dev set)"} for i, r in enumerate(keep)]
 
 
+def s1k_answer(solution):
+    """The checkable final answer of an s1K reference solution, or None (a proof, an essay)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from evaluate import extract_answer
+    solution = solution.strip()
+    if "\\boxed" in solution or "\\fbox" in solution:
+        return extract_answer(solution)
+    if solution and "\n" not in solution and len(solution) <= 40:
+        return solution.strip("$ .")
+    return None
+
+
+def s1k_rows(rows):
+    """s1K's problems with a checkable answer; ids keep the position in the source (s1k-17)."""
+    out = []
+    for i, r in enumerate(rows):
+        answer = s1k_answer(r["solution"])
+        if answer:
+            out.append({"id": f"s1k-{i}", "problem": r["question"], "answer": answer,
+                        "source": f"simplescaling/s1K ({r['source_type']})"})
+    return out
+
+
 CONVERT = {
     "gsm8k_train": lambda rows: gsm8k_rows(rows, "train"),
     "gsm8k_test": lambda rows: gsm8k_rows(rows, "test"),
@@ -91,6 +135,7 @@ CONVERT = {
     "aime24": lambda rows: aimo_rows(rows, 2024),
     "amc23": lambda rows: aimo_rows(rows, 2023),
     "aime_1983_2023": aime_dev_rows,
+    "s1k": s1k_rows,
 }
 
 # -----------------------------------------------------------------------------
@@ -125,13 +170,27 @@ def read_rows(path):
     return read_jsonl(path, required=())
 
 
-def write_jsonl(path, rows):
-    """Atomically: an interrupted run leaves no half-written benchmark behind."""
+def write_atomic(path, text):
+    """An interrupted run leaves no half-written file behind."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     with os.fdopen(fd, "w", encoding="utf-8") as f:
-        for r in rows:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+        f.write(text)
     os.replace(tmp, path)
+
+
+def jsonl_text(rows):
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+
+
+def sha256(text):
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def record_checksum(out_dir, name, digest):
+    """Add or replace the file's line in OUT/SHA256SUMS (the format of sha256sum)."""
+    sums = out_dir / "SHA256SUMS"
+    lines = [l for l in (sums.read_text().splitlines() if sums.exists() else []) if not l.endswith(f"  {name}")]
+    write_atomic(sums, "".join(f"{l}\n" for l in sorted(lines + [f"{digest}  {name}"], key=lambda l: l[66:])))
 
 
 def main(argv=None):
@@ -152,9 +211,17 @@ def main(argv=None):
         except (KeyError, ValueError) as e:
             sys.exit(f"error: {repo}/{filename} is not in the expected format ({type(e).__name__}: {e}); "
                      f"the dataset may have changed on the Hub")
-        write_jsonl(out_dir / f"{name}.jsonl", rows)
-        note = "" if len(rows) == expected else f" (expected {expected}: the Hub copy differs from the paper's)"
-        print(f"prepare: {out_dir / (name + '.jsonl')}: {len(rows)} problems from {repo}{note}")
+        text = jsonl_text(rows)
+        write_atomic(out_dir / f"{name}.jsonl", text)
+        digest = sha256(text)
+        record_checksum(out_dir, f"{name}.jsonl", digest)
+        note = "" if len(rows) == expected else f" ({expected} in the source" + \
+            ("; the others have no checkable answer)" if name == "s1k" else ": the Hub copy differs from the paper's)")
+        print(f"prepare: {out_dir / (name + '.jsonl')}: {len(rows)} problems from {repo}{note}; sha256 {digest[:12]}")
+        if name in CHECKSUMS and digest != CHECKSUMS[name]:
+            print(f"prepare: warning: {name}.jsonl differs from the copy this repository was checked against "
+                  f"(sha256 {CHECKSUMS[name][:12]}...): the Hub data changed since; results may not compare "
+                  f"with the paper's", file=sys.stderr)
 
 
 if __name__ == "__main__":

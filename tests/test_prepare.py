@@ -62,7 +62,7 @@ def test_main_writes_our_schema(tmp_path, monkeypatch):
     dev = [json.loads(line) for line in (tmp_path / "bench" / "aime_1983_2023.jsonl").read_text().splitlines()]
     assert math[0]["id"] == "test/algebra/1.json" and {"id", "problem", "answer"} <= set(math[0])
     assert dev == [{"id": "aime-dev-0", "problem": "Q?", "answer": "32", "source": "AIME 1983-2023 (the TLDR dev set)"}]
-    assert sorted(os.listdir(tmp_path / "bench")) == ["aime_1983_2023.jsonl", "math500.jsonl"]  # no temp files left
+    assert sorted(os.listdir(tmp_path / "bench")) == ["SHA256SUMS", "aime_1983_2023.jsonl", "math500.jsonl"]  # no temp files
 
 
 def test_parquet_sources_are_read_when_pyarrow_is_there(tmp_path):
@@ -86,3 +86,46 @@ def test_unknown_set_is_an_error():
     with pytest.raises(SystemExit) as e:
         prepare.main(["--only", "gsm8k_test,aime25"])
     assert "unknown set(s) aime25" in str(e.value)
+
+
+def test_s1k_answers_and_problems_without_one():
+    rows = [{"question": "Find n.", "solution": "Hence $n = \\boxed{128}$.", "source_type": "qq8933/AIME_1983_2024"},
+            {"question": "Prove it.", "solution": "Suppose not.\nThen ...", "source_type": "AI-MO/NuminaMath-CoT/olympiads"},
+            {"question": "Value?", "solution": "$\\frac{1}{2}$", "source_type": "daman1209arora/jeebench/math"}]
+    assert prepare.s1k_rows(rows) == [
+        {"id": "s1k-0", "problem": "Find n.", "answer": "128", "source": "simplescaling/s1K (qq8933/AIME_1983_2024)"},
+        {"id": "s1k-2", "problem": "Value?", "answer": "\\frac{1}{2}", "source": "simplescaling/s1K (daman1209arora/jeebench/math)"}]
+
+
+def test_pinned_checksums_are_those_of_the_reference_copies(shared_data):
+    import hashlib
+    for name, digest in prepare.CHECKSUMS.items():
+        assert hashlib.sha256((shared_data / f"{name}.jsonl").read_bytes()).hexdigest() == digest, name
+
+
+def test_conversion_reproduces_the_reference_copies_byte_for_byte(shared_data, tmp_path, monkeypatch):
+    """Source rows rebuilt from the reference copies (in the Hub's formats) convert back to identical files,
+    and SHA256SUMS lists them for `sha256sum -c`."""
+    import csv
+    ref = {n: [json.loads(line) for line in (shared_data / f"{n}.jsonl").read_text().splitlines()]
+           for n in ("gsm8k_test", "math500", "aime_1983_2023")}
+    gsm = tmp_path / "gsm.jsonl"
+    gsm.write_text("".join(json.dumps({"question": r["problem"], "answer": f"{r['solution']}\n#### {r['answer']}"}) + "\n"
+                           for r in ref["gsm8k_test"]))
+    math = tmp_path / "math.jsonl"
+    math.write_text("".join(json.dumps({"problem": r["problem"], "solution": r["solution"], "answer": r["answer"],
+                                        "subject": r["subject"], "level": r["level"], "unique_id": r["id"]}) + "\n"
+                            for r in ref["math500"]))
+    aime = tmp_path / "aime.csv"
+    with open(aime, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["ID", "Year", "Problem Number", "Question", "Answer", "Part"])
+        w.writerows([[r["id"], 1983, 1, r["problem"], r["answer"], ""] for r in ref["aime_1983_2023"]])
+    files = {"main/test-00000-of-00001.parquet": gsm, "test.jsonl": math, "AIME_Dataset_1983_2024.csv": aime}
+    monkeypatch.setattr(prepare, "download", lambda repo, filename, out_dir: files[filename])
+    out = tmp_path / "bench"
+    prepare.main(["--out", str(out), "--only", "gsm8k_test,math500,aime_1983_2023"])
+    for n in ref:
+        assert (out / f"{n}.jsonl").read_bytes() == (shared_data / f"{n}.jsonl").read_bytes(), n
+    p = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=out, capture_output=True, text=True)
+    assert p.returncode == 0 and p.stdout.count(": OK") == 3
