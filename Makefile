@@ -90,3 +90,133 @@ $(DEMO)/eval-tldr.done $(DEMO)/eval-static.done: $(DEMO)/eval-%.done: $(DEMO)/%.
 $(DEMO)/report.done: $(DEMO)/eval-long.done $(DEMO)/eval-short.done $(DEMO)/eval-tldr.done $(DEMO)/eval-static.done
 	$(PY) data/demo.py --report $(DEMO)
 	touch $@
+
+# -----------------------------------------------------------------------------
+# make reproduce-7b / reproduce-14b: the paper's recipe from nothing to its table. Each stage is a file target
+# written atomically by its script (a killed stage leaves no output and reruns; the sampling stages also resume
+# from their .samples.jsonl), so `make reproduce-7b` again continues where it stopped. The models are Hugging
+# Face directories under MODEL_DIR; training runs under torchrun (TORCHRUN_FLAGS: NPROC per node, or the
+# rendezvous flags of a multi-node job), the data stages and evaluations on one GPU each.
+MODEL_DIR      ?= models
+NPROC          ?= 8
+TORCHRUN_FLAGS ?= --nproc_per_node=$(NPROC)
+BENCH_DIR      ?= data/bench
+RUN            ?= out/r1_7b
+RECIPE         ?= config/r1_7b.py
+LONG_MODEL     ?= $(MODEL_DIR)/DeepSeek-R1-Distill-Qwen-7B
+SHORT_MODEL    ?= $(MODEL_DIR)/Qwen2.5-7B-Instruct
+DEV_SIZE       ?= 512
+DEV_MAX_NEW    ?= 8192
+S1_MAX_NEW     ?= 4096
+S2_SAMPLES     ?= 8
+S2_MAX_NEW     ?= 16000
+TRAIN_FLAGS    ?=
+EVAL_FLAGS     ?=
+DEV_SAMPLING   := --temperature 0.7 --top_p 1.0 --max_new_tokens $(DEV_MAX_NEW)
+BENCHES        := gsm8k_train gsm8k_test math500 aime24 amc23 aime_1983_2023 s1k
+need_model      = @test -f $(1)/config.json || { echo "error: $(1) is not a model directory (no config.json). Download \
+it first, e.g. huggingface-cli download $(notdir $(1)) --local-dir $(1) (the repo id under deepseek-ai/ or Qwen/), or \
+set MODEL_DIR / LONG_MODEL / SHORT_MODEL."; exit 1; }
+
+.PHONY: reproduce reproduce-7b reproduce-14b reproduce-tiny tiny-chain
+
+reproduce-7b: install
+	$(MAKE) reproduce RUN=out/r1_7b RECIPE=config/r1_7b.py LONG_MODEL=$(MODEL_DIR)/DeepSeek-R1-Distill-Qwen-7B \
+		SHORT_MODEL=$(MODEL_DIR)/Qwen2.5-7B-Instruct
+
+reproduce-14b: install
+	$(MAKE) reproduce RUN=out/r1_14b RECIPE="config/r1_7b.py config/r1_14b.py" LONG_MODEL=$(MODEL_DIR)/DeepSeek-R1-Distill-Qwen-14B \
+		SHORT_MODEL=$(MODEL_DIR)/Qwen2.5-14B-Instruct
+
+reproduce: $(RUN)/eval/tldr/summary.json
+	@cat $(RUN)/eval/tldr/summary.md
+
+# the benchmarks, the dev pool and the s1K problems from the Hub (data/prepare.py writes each file atomically)
+$(addprefix $(BENCH_DIR)/,$(addsuffix .jsonl,$(BENCHES))): $(BENCH_DIR)/%.jsonl:
+	$(PY) data/prepare.py --out $(BENCH_DIR) --only $*
+
+$(RUN)/dev.jsonl: $(BENCH_DIR)/aime_1983_2023.jsonl
+	$(PY) data/build.py dev --problems $< --size $(DEV_SIZE) --seed 0 --out $@
+
+$(RUN)/system1.jsonl: $(BENCH_DIR)/gsm8k_train.jsonl
+	$(call need_model,$(SHORT_MODEL))
+	$(PY) data/build.py system1 --model $(SHORT_MODEL) --problems $< --out $@ --n 1 --temperature 0.7 \
+		--max_new_tokens $(S1_MAX_NEW)
+
+$(RUN)/system2.jsonl: $(BENCH_DIR)/s1k.jsonl
+	$(call need_model,$(LONG_MODEL))
+	$(PY) data/build.py system2 --model $(LONG_MODEL) --problems $< --out $@ --n $(S2_SAMPLES) --temperature 0.7 \
+		--max_new_tokens $(S2_MAX_NEW)
+
+$(RUN)/bounds.json: $(RUN)/dev.jsonl
+	$(call need_model,$(SHORT_MODEL))
+	$(call need_model,$(LONG_MODEL))
+	$(PY) data/build.py bounds --short $(SHORT_MODEL) --long $(LONG_MODEL) --problems $< --out $@ $(DEV_SAMPLING)
+
+# TLDR; chosen.json (the paper's checkpoint choice) is written when the run has finished
+$(RUN)/tldr/chosen.json: $(RUN)/system1.jsonl $(RUN)/system2.jsonl $(RUN)/dev.jsonl $(RUN)/bounds.json
+	$(call need_model,$(LONG_MODEL))
+	$(PY) -m torch.distributed.run $(TORCHRUN_FLAGS) train.py $(RECIPE) --model=$(LONG_MODEL) \
+		--system1=$(RUN)/system1.jsonl --system2=$(RUN)/system2.jsonl --dev=$(RUN)/dev.jsonl --bounds=$(RUN)/bounds.json \
+		--dev_max_new_tokens=$(DEV_MAX_NEW) --out_dir=$(RUN)/tldr --resume $(TRAIN_FLAGS)
+	@test -f $@ || { echo "error: no checkpoint of $(RUN)/tldr kept 0.7 x the long model's dev accuracy; see $(RUN)/tldr/metrics.jsonl"; exit 1; }
+
+$(RUN)/eval/base/summary.json: $(addprefix $(BENCH_DIR)/,gsm8k_test.jsonl math500.jsonl aime24.jsonl amc23.jsonl)
+	$(call need_model,$(LONG_MODEL))
+	$(PY) evaluate.py --model $(LONG_MODEL) --bench gsm8k,math500,aime24,amc23 --protocol tldr-paper \
+		--data-dir $(BENCH_DIR) --out-dir $(RUN)/eval/base $(EVAL_FLAGS)
+
+# the paper's table: the base model against TLDR on the four benchmarks, with the token reduction
+$(RUN)/eval/tldr/summary.json: $(RUN)/tldr/chosen.json $(RUN)/eval/base/summary.json
+	$(PY) evaluate.py --model $$($(PY) -c "import json,sys; print(json.load(open(sys.argv[1]))['checkpoint'])" $<) \
+		--bench gsm8k,math500,aime24,amc23 --protocol tldr-paper --data-dir $(BENCH_DIR) --out-dir $(RUN)/eval/tldr \
+		--compare $(RUN)/eval/base/summary.json $(EVAL_FLAGS)
+
+# make reproduce-tiny: the same chain on CPU in minutes, with tiny Qwen2 stand-ins (random, saved by
+# transformers, then fitted for a few steps to part of the answers: a random model answers nothing correctly)
+# and slices of the benchmark files in TINY_SOURCE (the shared copies, or data/bench after data/prepare.py)
+TINY        ?= out/tiny
+TINY_SOURCE ?= ../shared/data
+TINY_BENCH  := $(addprefix $(TINY)/bench/,$(addsuffix .jsonl,$(BENCHES)))
+# file -> source file and lines; the s1K stand-in is a slice of MATH500 that no benchmark slice uses
+SLICE_gsm8k_train = gsm8k_train 1,24
+SLICE_gsm8k_test = gsm8k_test 1,6
+SLICE_math500 = math500 1,6
+SLICE_aime24 = aime24 1,4
+SLICE_amc23 = amc23 1,4
+SLICE_aime_1983_2023 = aime_1983_2023 1,24
+SLICE_s1k = math500 101,112
+TINY_MODEL := --hidden 64 --layers 2 --heads 4 --kv_heads 2 --intermediate 128 --context 2048
+TINY_FIT   := --max_steps=200 --save_interval=200 --global_batch=16 --row_tokens=4096 --max_len=2048 --lr=1e-2 \
+	--lr_schedule=cosine --min_lr=1e-3 --warmup_steps=10 --beta2=0.95
+# the long stand-in answers 2 problems in 3 of every set but the System-1 one; the short one the third problem
+# of the System-1 set and of the dev pool (so A_L > A_S, and the data stages see problems without a correct answer)
+comma := ,
+KEY_long  := $(subst $(eval) ,$(comma),$(filter-out %/gsm8k_train.jsonl,$(TINY_BENCH)))
+KEY_short := $(TINY)/bench/gsm8k_train.jsonl,$(TINY)/bench/aime_1983_2023.jsonl
+
+reproduce-tiny: install
+	$(MAKE) tiny-chain
+
+# reproduce-tiny without the install step (the test runs it with its own interpreter: make tiny-chain PY=...)
+tiny-chain: $(TINY)/models/long/config.json $(TINY)/models/short/config.json
+	$(MAKE) reproduce RUN=$(TINY)/run BENCH_DIR=$(TINY)/bench LONG_MODEL=$(TINY)/models/long \
+		SHORT_MODEL=$(TINY)/models/short NPROC=2 DEV_SIZE=16 DEV_MAX_NEW=128 S1_MAX_NEW=64 S2_SAMPLES=2 S2_MAX_NEW=128 \
+		TRAIN_FLAGS="--max_steps=4 --global_batch=8 --row_tokens=4096 --max_len=2048 --eval_interval=2 --save_interval=2 --dev_batch_size=16" \
+		EVAL_FLAGS="--max-new-tokens 128"
+
+$(TINY_BENCH): $(TINY)/bench/%.jsonl:
+	@test -f $(TINY_SOURCE)/$(word 1,$(SLICE_$*)).jsonl || { echo "error: $(TINY_SOURCE)/$(word 1,$(SLICE_$*)).jsonl \
+	not found: set TINY_SOURCE to the benchmark files (python data/prepare.py writes them to data/bench)"; exit 1; }
+	@mkdir -p $(@D)
+	sed -n '$(word 2,$(SLICE_$*))p' $(TINY_SOURCE)/$(word 1,$(SLICE_$*)).jsonl > $@.tmp && mv $@.tmp $@
+
+# a stand-in: random weights (init/), fitted to its answer key; the final model directory appears last
+$(TINY)/models/%/config.json: $(TINY_BENCH)
+	@mkdir -p $(TINY)/models
+	$(PY) data/tiny.py --answer_key $(TINY)/models/$*.key.jsonl --style $* --every 3 --problems $(KEY_$*)
+	$(PY) data/tiny.py --out $(TINY)/models/$*.init --seed 0 $(TINY_MODEL)
+	$(PY) train.py --model=$(TINY)/models/$*.init --mixture=static --w_short=1.0 --system1=$(TINY)/models/$*.key.jsonl \
+		--out_dir=$(TINY)/models/$*.fit --resume $(TINY_FIT)
+	rm -rf $(TINY)/models/$* && cp -r $$(ls -d $(TINY)/models/$*.fit/step_* | tail -n 1) $(TINY)/models/$* && \
+		rm -rf $(TINY)/models/$*/train_state

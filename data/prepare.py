@@ -31,11 +31,12 @@ import argparse
 import csv
 import hashlib
 import json
-import os
 import re
 import sys
-import tempfile
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from model import atomic_write_text  # noqa: E402  (an interrupted run never leaves a half-written file)
 
 OUT_DIR = Path(__file__).resolve().parent / "bench"
 
@@ -107,7 +108,6 @@ def aime_dev_rows(rows):
 
 def s1k_answer(solution):
     """The checkable final answer of an s1K reference solution, or None (a proof, an essay)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from evaluate import extract_answer
     solution = solution.strip()
     if "\\boxed" in solution or "\\fbox" in solution:
@@ -165,17 +165,8 @@ def read_rows(path):
     if path.endswith(".csv"):
         with open(path, newline="", encoding="utf-8") as f:
             return list(csv.DictReader(f))
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from sample import read_jsonl
     return read_jsonl(path, required=())
-
-
-def write_atomic(path, text):
-    """An interrupted run leaves no half-written file behind."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def jsonl_text(rows):
@@ -190,7 +181,7 @@ def record_checksum(out_dir, name, digest):
     """Add or replace the file's line in OUT/SHA256SUMS (the format of sha256sum)."""
     sums = out_dir / "SHA256SUMS"
     lines = [l for l in (sums.read_text().splitlines() if sums.exists() else []) if not l.endswith(f"  {name}")]
-    write_atomic(sums, "".join(f"{l}\n" for l in sorted(lines + [f"{digest}  {name}"], key=lambda l: l[66:])))
+    atomic_write_text(sums, "".join(f"{l}\n" for l in sorted(lines + [f"{digest}  {name}"], key=lambda l: l[66:])))
 
 
 def main(argv=None):
@@ -212,7 +203,7 @@ def main(argv=None):
             sys.exit(f"error: {repo}/{filename} is not in the expected format ({type(e).__name__}: {e}); "
                      f"the dataset may have changed on the Hub")
         text = jsonl_text(rows)
-        write_atomic(out_dir / f"{name}.jsonl", text)
+        atomic_write_text(out_dir / f"{name}.jsonl", text)
         digest = sha256(text)
         record_checksum(out_dir, f"{name}.jsonl", digest)
         note = "" if len(rows) == expected else f" ({expected} in the source" + \

@@ -4,9 +4,17 @@ the R1 chat format, and random Qwen2 / Llama / Qwen3 checkpoints saved by transf
 and `make reproduce-tiny` use them.
 
     python data/tiny.py --out out/tiny-qwen2 --family qwen2 --seed 0
+    python data/tiny.py --answer_key fit.jsonl --problems a.jsonl,b.jsonl --style long --every 3
+
+A random model answers nothing correctly, so every stage of `make reproduce-tiny` that keeps correct
+answers would keep none. The answer key is what the stand-ins are briefly fitted to (with train.py) so that
+they get some problems right: the long stand-in answers two problems in three at length, the short one
+answers the easy problems (and one dev problem in three) at once. Their accuracy means nothing; it only
+gives the chain real correct and wrong answers to work with.
 """
 
 import argparse
+import sys
 from pathlib import Path
 
 BOS, EOS = "<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>"
@@ -67,10 +75,35 @@ def make_model(out, family="qwen2", vocab_size=None, tokenizer=None, hidden=64, 
     return Path(out)
 
 
+def answer_key(problem_files, out, style, every):
+    """Training rows {"problem", "response"} for the problems of the files (all of them when every is 1, else
+    the ones whose position i has i % every != 0 for "long", == 0 for "short"). Long responses think at
+    length before the boxed answer; short ones answer at once, as a model without a think block does."""
+    import json
+    rows = []
+    for path in problem_files:
+        for i, line in enumerate(Path(path).read_text().splitlines()):
+            problem = json.loads(line)
+            if every > 1 and (i % every == 0) == (style == "long"):
+                continue
+            boxed = f"\\boxed{{{problem['answer']}}}"
+            response = (f"Let me think step by step.\nWait, let me verify.\nLet me check again.\n</think>\n\n{boxed}"
+                        if style == "long" else f"The answer is {boxed}.")
+            rows.append({"id": problem["id"], "problem": problem["problem"], "response": response})
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from model import atomic_write_text
+    atomic_write_text(out, "".join(json.dumps(r) + "\n" for r in rows))
+    return rows
+
+
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description="save a tiny random model (with a byte-level R1-format tokenizer, "
-                                            "or the one in --tokenizer)")
-    p.add_argument("--out", required=True)
+                                            "or the one in --tokenizer), or write an answer key to fit one to")
+    p.add_argument("--out")
+    p.add_argument("--answer_key", help="instead: write the answer key (JSON Lines) of --problems here")
+    p.add_argument("--problems", help="answer key: comma-separated JSON Lines files of problems with answers")
+    p.add_argument("--style", choices=["long", "short"], default="long")
+    p.add_argument("--every", type=int, default=1, help="answer key: leave out positions by i %% every (1: none)")
     p.add_argument("--family", default="qwen2", choices=["qwen2", "llama", "qwen3"])
     p.add_argument("--tokenizer", help="a tokenizer directory to use instead of the byte-level one")
     p.add_argument("--hidden", type=int, default=64)
@@ -81,6 +114,12 @@ if __name__ == "__main__":
     p.add_argument("--context", type=int, default=1024)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
+    if args.answer_key:
+        rows = answer_key(args.problems.split(","), args.answer_key, args.style, args.every)
+        print(f"{args.answer_key}: {len(rows)} {args.style} answers")
+        sys.exit()
+    if not args.out:
+        p.error("--out is required")
     tokenizer = None
     if args.tokenizer:
         from transformers import AutoTokenizer

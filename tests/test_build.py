@@ -61,3 +61,17 @@ def test_missing_model_and_bad_problems(tmp_path):
     with pytest.raises(SystemExit, match="nothing: no such model directory"):
         build.main(["system1", "--model", str(tmp_path / "nothing"), "--problems", str(tmp_path / "p.jsonl"),
                     "--out", str(tmp_path / "o.jsonl")])
+
+
+def test_dev_is_a_seeded_draw_in_source_order(tmp_path):
+    src = tmp_path / "pool.jsonl"
+    src.write_text("".join(json.dumps({"id": f"q{i}", "problem": f"Q{i}?", "answer": str(i)}) + "\n" for i in range(30)))
+    build.main(["dev", "--problems", str(src), "--size", "10", "--out", str(tmp_path / "a.jsonl")])
+    build.main(["dev", "--problems", str(src), "--size", "10", "--out", str(tmp_path / "b.jsonl")])
+    build.main(["dev", "--problems", str(src), "--size", "10", "--seed", "1", "--out", str(tmp_path / "c.jsonl")])
+    a = [json.loads(line) for line in (tmp_path / "a.jsonl").read_text().splitlines()]
+    assert (tmp_path / "a.jsonl").read_text() == (tmp_path / "b.jsonl").read_text() != (tmp_path / "c.jsonl").read_text()
+    ids = [int(r["id"][1:]) for r in a]
+    assert len(ids) == 10 and ids == sorted(set(ids)) and a[0] == {"id": f"q{ids[0]}", "problem": f"Q{ids[0]}?", "answer": str(ids[0])}
+    with pytest.raises(SystemExit, match="--size 31: .* has 30 problems"):
+        build.main(["dev", "--problems", str(src), "--size", "31", "--out", str(tmp_path / "d.jsonl")])

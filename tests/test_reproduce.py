@@ -1,0 +1,77 @@
+"""`make reproduce-tiny`: the recipe's chain (prepare -> dev -> System-1 / System-2 -> bounds -> torchrun TLDR ->
+evaluations -> the paper's table) with tiny Qwen2 stand-ins and slices of the shared benchmark files, then
+the failure paths: a second make does nothing, a half-written stage output is redone, a missing model stops
+with the download hint."""
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make(tiny, *args):
+    return subprocess.run(["make", "-C", str(ROOT), f"PY={sys.executable}", f"TINY={tiny}", *args],
+                          capture_output=True, text=True, timeout=900)
+
+
+def rows(path):
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_reproduce_tiny(shared_data, tmp_path):
+    tiny = tmp_path / "tiny"
+    p = make(tiny, f"TINY_SOURCE={shared_data}", "tiny-chain")
+    assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-4000:]
+    run = tiny / "run"
+
+    # every stage's output, in its documented schema
+    assert len(rows(tiny / "bench" / "s1k.jsonl")) == 12
+    dev = rows(run / "dev.jsonl")
+    assert len(dev) == 16 and all({"id", "problem", "answer"} <= set(r) for r in dev)
+    for name in ("system1", "system2"):
+        data = rows(run / f"{name}.jsonl")
+        assert data and all({"id", "problem", "response"} <= set(r) and "</think>" in r["response"] for r in data)
+    # the long stand-in knows 2 problems in 3 of s1K: the others are counted as without a correct answer
+    assert "problems had no correct answer and are left out" in p.stdout
+    assert 0 < len(rows(run / "system2.jsonl")) < 12
+    bounds = json.loads((run / "bounds.json").read_text())
+    assert bounds["long"]["accuracy"] > bounds["short"]["accuracy"] and bounds["problems"] == 16
+    assert bounds["sampling"] == {"temperature": 0.7, "top_p": 1.0, "max_new_tokens": 128}
+    chosen = json.loads((run / "tldr" / "chosen.json").read_text())
+    assert chosen["dev_acc"] > 0.7 * bounds["long"]["accuracy"] and Path(chosen["checkpoint"]).is_dir()
+    assert (Path(chosen["checkpoint"]) / "model.safetensors").is_file()
+    summary = json.loads((run / "eval" / "tldr" / "summary.json").read_text())
+    assert set(summary["benchmarks"]) == {"gsm8k", "math500", "aime24", "amc23"}
+    assert set(summary["compare"]["benchmarks"]) == {"gsm8k", "math500", "aime24", "amc23"}
+    assert summary["benchmarks"]["aime24"]["samples"] == 8  # the paper's protocol
+    table = (run / "eval" / "tldr" / "summary.md").read_text()
+    assert "(baseline)" in table and "| change |" in table and "tokens" in table
+
+    # a second run skips every stage: no script runs
+    again = make(tiny, f"TINY_SOURCE={shared_data}", "tiny-chain")
+    assert again.returncode == 0 and not any(s in again.stdout for s in ("tiny.py", "build.py", "train.py", "evaluate.py"))
+
+    # a stage output half-written by a killed run is a temp file, never the target: the stage reruns
+    (run / "bounds.json").unlink()
+    (run / ".bounds.json.tmp123").write_text('{"short": {"tok')
+    p = make(tiny, f"RUN={run}", f"BENCH_DIR={tiny}/bench", f"LONG_MODEL={tiny}/models/long",
+             f"SHORT_MODEL={tiny}/models/short", "DEV_SIZE=16", "DEV_MAX_NEW=128", f"{run}/bounds.json")
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert json.loads((run / "bounds.json").read_text()) == bounds
+
+
+def test_missing_model_directory_stops_with_the_download_hint(tmp_path):
+    (tmp_path / "bench").mkdir()
+    (tmp_path / "bench" / "s1k.jsonl").write_text('{"id": "a", "problem": "1+1?", "answer": "2"}\n')
+    p = subprocess.run(["make", "-C", str(ROOT), f"PY={sys.executable}", f"RUN={tmp_path}/run",
+                        f"BENCH_DIR={tmp_path}/bench", f"MODEL_DIR={tmp_path}/models", f"{tmp_path}/run/system2.jsonl"],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode != 0
+    assert f"{tmp_path}/models/DeepSeek-R1-Distill-Qwen-7B is not a model directory" in p.stdout + p.stderr
+    assert "huggingface-cli download" in p.stdout + p.stderr
+    assert not (tmp_path / "run" / "system2.jsonl").exists()
