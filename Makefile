@@ -37,8 +37,10 @@ SAMPLES     ?= 4
 MAX_NEW     ?= 300
 SAMPLING    := --temperature 0.7 --top_p 1.0 --max_new_tokens $(MAX_NEW)
 last         = $$(ls -d $(DEMO)/$(1)/step_* | tail -n 1)
-# the official choice (chosen.json: dev accuracy > 0.7 x A_L, fewest dev tokens), else the last checkpoint
-chosen       = $$($(PY) -c "import json,sys; print(json.load(open(sys.argv[1]))['checkpoint'])" $(DEMO)/$(1)/chosen.json 2>/dev/null || ls -d $(DEMO)/$(1)/step_* | tail -n 1)
+# the checkpoint named by a chosen.json (train.py's official choice: dev accuracy > 0.7 x A_L, fewest dev tokens)
+chosen_checkpoint = $(PY) -c "import json,sys; print(json.load(open(sys.argv[1]))['checkpoint'])"
+# a demo run's chosen checkpoint, else its last one
+chosen       = $$($(chosen_checkpoint) $(DEMO)/$(1)/chosen.json 2>/dev/null || ls -d $(DEMO)/$(1)/step_* | tail -n 1)
 
 demo: install $(DEMO)/report.done
 
@@ -168,7 +170,7 @@ $(RUN)/eval/base/summary.json: $(addprefix $(BENCH_DIR)/,gsm8k_test.jsonl math50
 
 # the paper's table: the base model against TLDR on the four benchmarks, with the token reduction
 $(RUN)/eval/tldr/summary.json: $(RUN)/tldr/chosen.json $(RUN)/eval/base/summary.json
-	$(PY) evaluate.py --model $$($(PY) -c "import json,sys; print(json.load(open(sys.argv[1]))['checkpoint'])" $<) \
+	$(PY) evaluate.py --model $$($(chosen_checkpoint) $<) \
 		--bench gsm8k,math500,aime24,amc23 --protocol tldr-paper --data-dir $(BENCH_DIR) --out-dir $(RUN)/eval/tldr \
 		--compare $(RUN)/eval/base/summary.json $(EVAL_FLAGS)
 
