@@ -53,12 +53,12 @@ $(DEMO)/init.done: $(DEMO)/data.done
 	touch $@
 
 $(DEMO)/long.done: $(DEMO)/init.done
-	$(PY) train.py config/demo_long.py --model=$(DEMO)/init --system2=$(DEMO)/data/system2_seed.jsonl \
+	$(PY) train.py config/demo_scratch.py config/demo_long.py --model=$(DEMO)/init --system2=$(DEMO)/data/system2_seed.jsonl \
 		--out_dir=$(DEMO)/long --seed=$(SEED) --resume $(LONG_FLAGS)
 	touch $@
 
 $(DEMO)/short.done: $(DEMO)/init.done
-	$(PY) train.py config/demo_short.py --model=$(DEMO)/init --system1=$(DEMO)/data/short_seed.jsonl \
+	$(PY) train.py config/demo_scratch.py config/demo_short.py --model=$(DEMO)/init --system1=$(DEMO)/data/short_seed.jsonl \
 		--out_dir=$(DEMO)/short --seed=$(SEED) --resume $(SHORT_FLAGS)
 	touch $@
 

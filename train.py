@@ -7,8 +7,8 @@ weights ratio.py re-balances from a dev evaluation every `eval_interval` steps.
     torchrun --nproc_per_node=8 train.py config/r1_7b.py --resume            # continue the latest checkpoint
     python train.py config/r1_7b.py --mixture=static --out_dir=out/static    # the static 1:1 ablation
 
-Configuration: the defaults are the TrainConfig fields below; a config file (Python assignments of
-literals, `lr = 1e-5`) overrides them, and `--key=value` flags override both. The resolved configuration
+Configuration: the defaults are the TrainConfig fields below; config files (Python assignments of
+literals, `lr = 1e-5`), read in order, override them, and `--key=value` flags override all. The resolved configuration
 is saved in every checkpoint.
 
 Each optimizer step draws `global_batch` examples from the two sets in proportion to the mixture weights,
@@ -80,7 +80,7 @@ class TrainConfig:
 
 
 def load_config(argv) -> TrainConfig:
-    """Defaults, then an optional config file of `key = literal` lines, then --key=value flags."""
+    """Defaults, then config files of `key = literal` lines in order, then --key=value flags."""
     cfg, fields = TrainConfig(), {f.name: f for f in dataclasses.fields(TrainConfig)}
 
     def set_value(key, value, where):
