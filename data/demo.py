@@ -203,9 +203,7 @@ def main(argv=None):
 
     for name, rows in [("system1", system1), ("system2_seed", system2_seed), ("short_seed", short_seed),
                        ("s2_problems", s2), ("dev", dev), ("test", test)]:
-        with open(out / f"{name}.jsonl", "w") as f:
-            for r in rows:
-                f.write(json.dumps(r) + "\n")
+        atomic_write_text(out / f"{name}.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
         print(f"{out / name}.jsonl: {len(rows)} rows")
     tok = tiny.make_tokenizer(ALPHABET)
     # prompts without R1's instruction sentence (sample.prompt_text reads this): a tiny model learns nothing from
