@@ -80,18 +80,18 @@ def answer_key(problem_files, out, style, every):
     the ones whose position i has i % every != 0 for "long", == 0 for "short"). Long responses think at
     length before the boxed answer; short ones answer at once, as a model without a think block does."""
     import json
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from model import atomic_write_text
+    from sample import read_jsonl
     rows = []
     for path in problem_files:
-        for i, line in enumerate(Path(path).read_text().splitlines()):
-            problem = json.loads(line)
+        for i, problem in enumerate(read_jsonl(path, required=("id", "problem", "answer"))):
             if every > 1 and (i % every == 0) == (style == "long"):
                 continue
             boxed = f"\\boxed{{{problem['answer']}}}"
             response = (f"Let me think step by step.\nWait, let me verify.\nLet me check again.\n</think>\n\n{boxed}"
                         if style == "long" else f"The answer is {boxed}.")
             rows.append({"id": problem["id"], "problem": problem["problem"], "response": response})
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from model import atomic_write_text
     atomic_write_text(out, "".join(json.dumps(r) + "\n" for r in rows))
     return rows
 
@@ -115,7 +115,10 @@ if __name__ == "__main__":
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     if args.answer_key:
-        rows = answer_key(args.problems.split(","), args.answer_key, args.style, args.every)
+        try:
+            rows = answer_key(args.problems.split(","), args.answer_key, args.style, args.every)
+        except (OSError, ValueError) as e:
+            sys.exit(f"error: {e}")
         print(f"{args.answer_key}: {len(rows)} {args.style} answers")
         sys.exit()
     if not args.out:
