@@ -401,17 +401,6 @@ def load_safetensors(path: Path, dtype, device) -> dict:
     return state
 
 
-def atomic_write_text(path, text: str):
-    """Write a file so that a reader sees the old or the new content, never half of it."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def write_weights(state: dict, cfg: Config, directory: Path, max_shard_bytes=5 * 2**30):
     """config.json + safetensors, sharded with an index when larger than max_shard_bytes (the HF layout)."""
     from safetensors.torch import save_file

@@ -25,8 +25,6 @@ from functools import lru_cache
 
 import numpy as np
 
-from model import atomic_write_text
-
 
 @dataclass
 class Bounds:
@@ -59,11 +57,11 @@ class Bounds:
         except (KeyError, TypeError, ValueError) as e:  # JSONDecodeError is a ValueError
             raise ValueError(f"bad bounds file {path}: {type(e).__name__}: {e}") from None
 
-    def save(self, path, **info):
-        """Write the bounds as JSON; info (model names, sampling settings, ...) is kept beside them."""
+    def to_json(self, **info) -> str:
+        """The bounds file's text; info (model names, sampling settings, ...) is kept beside the numbers."""
         d = {"short": {"tokens": self.short_tokens, "accuracy": self.short_acc},
              "long": {"tokens": self.long_tokens, "accuracy": self.long_acc}, **info}
-        atomic_write_text(path, json.dumps(d, indent=2))
+        return json.dumps(d, indent=2) + "\n"
 
 
 def benefits(bounds, dev_tokens, dev_acc):

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import torch
 
+from common import read_jsonl
 from model import KVCache, Transformer
 
 # DeepSeek's recommended instruction for math; the user turn carries it, the answer starts with "<think>\n".
@@ -86,34 +87,6 @@ def example_ids(tok, problem: str, response: str) -> tuple[list[int], int]:
 
 def stop_ids(tok) -> list[int]:
     return [tok.eos_token_id]
-
-
-def read_jsonl(path, required=("problem",), check=None) -> list[dict]:
-    """Rows of a JSON Lines file; a malformed line or a missing field is an error naming file and line.
-    `check(row)` may return a further complaint about a row (a string), reported the same way."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
-    rows = []
-    with open(path) as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg}); each line must be one JSON object") from None
-            if not isinstance(row, dict):
-                raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
-            missing = [k for k in required if k not in row]
-            if missing:
-                raise ValueError(f"{path}:{lineno}: missing field(s) {', '.join(missing)}; "
-                                 f"each line needs {', '.join(required)}")
-            complaint = check(row) if check else None
-            if complaint:
-                raise ValueError(f"{path}:{lineno}: {complaint}")
-            rows.append(row)
-    return rows
 
 
 # -----------------------------------------------------------------------------

@@ -32,9 +32,10 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from model import Transformer, atomic_write_text, commit_dir, write_weights
+from common import atomic_write_text, jsonl_text, read_jsonl
+from model import Transformer, commit_dir, write_weights
 from ratio import Bounds, Mixture
-from sample import example_ids, generate, load_tokenizer, prompt_ids, read_jsonl, stop_ids
+from sample import example_ids, generate, load_tokenizer, prompt_ids, stop_ids
 
 
 @dataclass
@@ -239,7 +240,7 @@ def full_state_dict(model, cpu_offload=False):
 @torch.no_grad()
 def dev_evaluation(model, cfg, tok, dev_rows, dev_prompts, step, device):
     """Every process answers its share of the dev set with a full copy of the current weights."""
-    from evaluate import grade_responses  # the benchmark grader, imported on first use (it starts worker processes)
+    from grade import grade_responses  # imported on first use: only a run with a dev set grades
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     infer = model
     if world > 1:
@@ -447,7 +448,7 @@ def main(argv=None):
         wandb.init(project=cfg.wandb_project, name=out_dir.name, config=dataclasses.asdict(cfg))
     if master:
         out_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out_dir / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in metrics))
+        atomic_write_text(out_dir / "metrics.jsonl", jsonl_text(metrics))
     sizes = (len(data[1]), len(data[2]))
     log(f"training {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters on {world} process(es); "
         f"System-1 {sizes[0]} examples, System-2 {sizes[1]}; dev {len(dev_rows)} problems")

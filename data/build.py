@@ -22,7 +22,6 @@ the boxed final answer, so System-1 examples have the shape of R1's answers, onl
 """
 
 import argparse
-import json
 import random
 import sys
 from collections import defaultdict
@@ -31,10 +30,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from evaluate import grade_responses  # noqa: E402
-from model import Transformer, atomic_write_text  # noqa: E402
+from common import atomic_write_text, jsonl_text, read_jsonl  # noqa: E402
+from grade import grade_responses  # noqa: E402
+from model import Transformer  # noqa: E402
 from ratio import Bounds  # noqa: E402
-from sample import load_tokenizer, read_jsonl, sample_file  # noqa: E402
+from sample import load_tokenizer, sample_file  # noqa: E402
 
 
 def sample_and_grade(model_dir, problems, samples_path, args, n):
@@ -81,7 +81,7 @@ def write_dataset(rows, out: Path, pick):
                      "tokens": best["tokens"]})
     if not kept:
         sys.exit(f"error: no problem got a correct answer ({len(by_problem)} problems); {out} is not written")
-    atomic_write_text(out, "".join(json.dumps(k) + "\n" for k in kept))
+    atomic_write_text(out, jsonl_text(kept))
     tokens = sum(k["tokens"] for k in kept) / len(kept)
     print(f"build: {out}: {len(kept)} examples (mean {tokens:.0f} tokens); {len(none_correct)} of "
           f"{len(by_problem)} problems had no correct answer and are left out"
@@ -121,7 +121,7 @@ def main(argv=None):
         if not 0 < args.size <= len(problems):
             sys.exit(f"error: --size {args.size}: {args.problems} has {len(problems)} problems")
         keep = sorted(random.Random(args.seed).sample(range(len(problems)), args.size))
-        atomic_write_text(out, "".join(json.dumps(problems[i], ensure_ascii=False) + "\n" for i in keep))
+        atomic_write_text(out, jsonl_text([problems[i] for i in keep], ensure_ascii=False))
         print(f"build: {out}: {args.size} of the {len(problems)} problems of {args.problems} (seed {args.seed})")
         return
 
@@ -147,8 +147,9 @@ def main(argv=None):
         bounds = Bounds(measured["short"][0], measured["short"][1], measured["long"][0], measured["long"][1])
     except ValueError as e:
         sys.exit(f"error: the measured bounds cannot drive TLDR: {e}")
-    bounds.save(out, short_model=args.short, long_model=args.long, problems=len(problems), samples=args.n,
-                sampling={"temperature": args.temperature, "top_p": args.top_p, "max_new_tokens": args.max_new_tokens})
+    atomic_write_text(out, bounds.to_json(
+        short_model=args.short, long_model=args.long, problems=len(problems), samples=args.n,
+        sampling={"temperature": args.temperature, "top_p": args.top_p, "max_new_tokens": args.max_new_tokens}))
     print(f"build: wrote {out}")
 
 

@@ -68,7 +68,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tiny  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from model import atomic_write_text  # noqa: E402
+from common import atomic_write_text, jsonl_text  # noqa: E402
 
 MAX_TOTAL = 9                           # answers and running totals stay within 0..MAX_TOTAL
 HARD_TERMS = (5, 6)                     # numbers in a hard problem
@@ -203,7 +203,7 @@ def main(argv=None):
 
     for name, rows in [("system1", system1), ("system2_seed", system2_seed), ("short_seed", short_seed),
                        ("s2_problems", s2), ("dev", dev), ("test", test)]:
-        atomic_write_text(out / f"{name}.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+        atomic_write_text(out / f"{name}.jsonl", jsonl_text(rows))
         print(f"{out / name}.jsonl: {len(rows)} rows")
     tok = tiny.make_tokenizer(ALPHABET)
     # prompts without R1's instruction sentence (sample.prompt_text reads this): a tiny model learns nothing from

@@ -30,13 +30,12 @@ Hub copy has then changed since. Needs network access to the Hub and pyarrow for
 import argparse
 import csv
 import hashlib
-import json
 import re
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from model import atomic_write_text  # noqa: E402  (an interrupted run never leaves a half-written file)
+from common import atomic_write_text, jsonl_text, read_jsonl  # noqa: E402  (an interrupted run never leaves a half-written file)
 
 OUT_DIR = Path(__file__).resolve().parent / "bench"
 
@@ -108,7 +107,7 @@ def aime_dev_rows(rows):
 
 def s1k_answer(solution):
     """The checkable final answer of an s1K reference solution, or None (a proof, an essay)."""
-    from evaluate import extract_answer
+    from grade import extract_answer
     solution = solution.strip()
     if "\\boxed" in solution or "\\fbox" in solution:
         return extract_answer(solution)
@@ -165,12 +164,7 @@ def read_rows(path):
     if path.endswith(".csv"):
         with open(path, newline="", encoding="utf-8") as f:
             return list(csv.DictReader(f))
-    from sample import read_jsonl
     return read_jsonl(path, required=())
-
-
-def jsonl_text(rows):
-    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
 
 
 def sha256(text):
@@ -202,7 +196,7 @@ def main(argv=None):
         except (KeyError, ValueError) as e:
             sys.exit(f"error: {repo}/{filename} is not in the expected format ({type(e).__name__}: {e}); "
                      f"the dataset may have changed on the Hub")
-        text = jsonl_text(rows)
+        text = jsonl_text(rows, ensure_ascii=False)  # the checksums are of these bytes
         atomic_write_text(out_dir / f"{name}.jsonl", text)
         digest = sha256(text)
         record_checksum(out_dir, f"{name}.jsonl", digest)

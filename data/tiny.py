@@ -79,10 +79,8 @@ def answer_key(problem_files, out, style, every):
     """Training rows {"problem", "response"} for the problems of the files (all of them when every is 1, else
     the ones whose position i has i % every != 0 for "long", == 0 for "short"). Long responses think at
     length before the boxed answer; short ones answer at once, as a model without a think block does."""
-    import json
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from model import atomic_write_text
-    from sample import read_jsonl
+    from common import atomic_write_text, jsonl_text, read_jsonl
     rows = []
     for path in problem_files:
         for i, problem in enumerate(read_jsonl(path, required=("id", "problem", "answer"))):
@@ -92,7 +90,7 @@ def answer_key(problem_files, out, style, every):
             response = (f"Let me think step by step.\nWait, let me verify.\nLet me check again.\n</think>\n\n{boxed}"
                         if style == "long" else f"The answer is {boxed}.")
             rows.append({"id": problem["id"], "problem": problem["problem"], "response": response})
-    atomic_write_text(out, "".join(json.dumps(r) + "\n" for r in rows))
+    atomic_write_text(out, jsonl_text(rows))
     return rows
 
 

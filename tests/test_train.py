@@ -37,7 +37,7 @@ def setup(tmp_path_factory):
     write_jsonl(d / "s1.jsonl", s1)
     write_jsonl(d / "s2.jsonl", s2)
     write_jsonl(d / "dev.jsonl", [{"id": i, "problem": f"{i}+1", "answer": str(i + 1)} for i in range(4)])
-    Bounds(10, 0.1, 40, 0.6).save(d / "bounds.json", sampling={"temperature": 0.7, "top_p": 1.0, "max_new_tokens": 12})
+    (d / "bounds.json").write_text(Bounds(10, 0.1, 40, 0.6).to_json(sampling={"temperature": 0.7, "top_p": 1.0, "max_new_tokens": 12}))
     return d
 
 
