@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: install test bench clean demo
+.PHONY: install test bench clean demo gpu-install gpu-check gpu-ready
 
 # The environment is rebuilt when requirements.txt changes.
 $(VENV)/.installed: requirements.txt
@@ -18,6 +18,29 @@ test: install
 
 bench: install
 	$(PY) bench.py
+
+# The GPU extras: flash-attn 2.8.x, built against the torch in .venv (no build isolation: its build imports torch).
+# Its setup takes a prebuilt wheel when one matches this torch, CUDA and Python, else compiles the kernels (needs
+# nvcc; MAX_JOBS bounds the parallel compile jobs, and with them the memory the build takes).
+FLASH_ATTN ?= 2.8.3
+MAX_JOBS   ?= 8
+gpu-install: install
+	@$(PY) -c "import torch, sys; sys.exit(torch.version.cuda is None)" || { echo "error: the torch in $(VENV) is a \
+	CPU build; install a CUDA build first, e.g. $(VENV)/bin/pip install torch==2.13.0 --index-url \
+	https://download.pytorch.org/whl/cu128"; exit 1; }
+	$(VENV)/bin/pip install -q packaging ninja wheel
+	MAX_JOBS=$(MAX_JOBS) $(VENV)/bin/pip install --no-build-isolation "flash-attn==$(FLASH_ATTN)"
+	$(PY) -c "import flash_attn, torch; print('flash-attn', flash_attn.__version__, 'on torch', torch.__version__)"
+
+# what only a GPU can check (bench lines; on a machine without one it says so and exits 0)
+gpu-check: install
+	$(PY) bench.py --gpu
+
+# a CUDA machine must have flash-attn before the recipe starts: without it attention runs on torch's SDPA
+gpu-ready:
+	@$(PY) -c "import importlib.util, sys, torch; sys.exit(torch.cuda.is_available() and \
+	importlib.util.find_spec('flash_attn') is None)" || { echo "error: this machine has CUDA GPUs but flash-attn \
+	is not installed; run: make gpu-install"; exit 1; }
 
 clean:
 	rm -rf $(VENV) .pytest_cache __pycache__ tests/__pycache__
@@ -122,11 +145,11 @@ set MODEL_DIR / LONG_MODEL / SHORT_MODEL."; exit 1; }
 
 .PHONY: reproduce reproduce-7b reproduce-14b reproduce-tiny tiny-chain
 
-reproduce-7b: install
+reproduce-7b: install gpu-ready
 	$(MAKE) reproduce RUN=out/r1_7b RECIPE=config/r1_7b.py LONG_MODEL=$(MODEL_DIR)/DeepSeek-R1-Distill-Qwen-7B \
 		SHORT_MODEL=$(MODEL_DIR)/Qwen2.5-7B-Instruct
 
-reproduce-14b: install
+reproduce-14b: install gpu-ready
 	$(MAKE) reproduce RUN=out/r1_14b RECIPE="config/r1_7b.py config/r1_14b.py" LONG_MODEL=$(MODEL_DIR)/DeepSeek-R1-Distill-Qwen-14B \
 		SHORT_MODEL=$(MODEL_DIR)/Qwen2.5-14B-Instruct
 

@@ -1,13 +1,16 @@
 """
-Benchmarks, each against its reference side by side in one process, on CPU-sized tiny models.
+Benchmarks, each against its reference side by side in one process, on CPU-sized tiny models; and the checks
+that need a GPU, for whoever has one.
 
     python bench.py            # or: make bench
+    python bench.py --gpu      # or: make gpu-check (under 10 minutes on one H100; on a CPU it says it skipped)
 
 Each comparison ends with one line a script can read:
     bench <name>: ours <x> <unit>, reference <y> <unit>, ratio <r>x
-and all numbers are also written to out/bench.json.
+and all numbers are also written to out/bench.json (out/gpu_check.json for --gpu).
 """
 
+import contextlib
 import json
 import sys
 import tempfile
@@ -25,9 +28,9 @@ RESULTS = {}
 
 
 def report(name, ours, ref, unit, **extra):
-    ratio = ours / ref
+    ratio = ours / ref if ref else float("inf") if ours else 1.0
     RESULTS[name] = {"ours": ours, "reference": ref, "unit": unit, "ratio": ratio, **extra}
-    print(f"bench {name}: ours {ours:.1f} {unit}, reference {ref:.1f} {unit}, ratio {ratio:.2f}x", flush=True)
+    print(f"bench {name}: ours {ours:.4g} {unit}, reference {ref:.4g} {unit}, ratio {ratio:.2f}x", flush=True)
 
 
 def bench_generate(workdir: Path):
@@ -153,7 +156,219 @@ def bench_train(workdir: Path):
     report("train_memory", ours_mem, ref_mem, "MB")
 
 
+# -----------------------------------------------------------------------------
+# make gpu-check: what only a GPU can show. Each check is also a test in tests/test_cuda.py (skipped without CUDA).
+
+# Qwen2.5-0.5B's shape (the R1-Distill family's architecture at a size one GPU trains in seconds), random weights
+GPU_SHAPE = dict(hidden=896, layers=24, heads=14, kv_heads=2, intermediate=4864, vocab_size=151936)
+PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "H800": 989e12, "A100": 312e12, "A800": 312e12, "L40S": 362e12}
+
+
+def gpu_logits(path, device):
+    """Max |logit - fp32 transformers| of our bf16 model (flash-attn when installed) against transformers' bf16."""
+    from transformers import AutoModelForCausalLM
+    ids = torch.randint(0, 200, (4, 512), generator=torch.Generator().manual_seed(0)).to(device)
+    with torch.no_grad():
+        exact = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(device)(ids).logits
+        theirs = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16).to(device)(ids).logits.float()
+        ours = M.Transformer.from_pretrained(path, dtype=torch.bfloat16, device=device)
+        ours = ours.lm_head(ours(ids)).float()
+    return (ours - exact).abs().max().item(), (theirs - exact).abs().max().item()
+
+
+def gpu_greedy(path, device, prompts=8, new_tokens=64):
+    """Greedy tokens of sample.generate against transformers' generate, from 8 prompts, 64 tokens each.
+    Returns (prompts identical in fp32, and the mean number of leading tokens equal to fp32's greedy tokens in
+    bf16 for ours (flash-attn) and for transformers'). A random model is not decisive enough for bf16 rounding to
+    leave any greedy sequence intact, in either implementation: in bf16 the test is being as close to exact."""
+    from transformers import AutoModelForCausalLM
+    g = torch.Generator().manual_seed(1)
+    batch = [torch.randint(0, 200, (int(n),), generator=g).tolist() for n in torch.randint(8, 200, (prompts,), generator=g)]
+
+    def theirs(dtype):
+        ref = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
+        out = []
+        with torch.no_grad():
+            for p in batch:  # one at a time: no padding in the reference
+                ids = torch.tensor([p], device=device)
+                out.append(ref.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
+                                        do_sample=False, eos_token_id=None, pad_token_id=0)[0, len(p):].tolist())
+        return out
+
+    def ours(dtype, backend):
+        model = M.Transformer.from_pretrained(path, dtype=dtype, device=device)
+        model.attn_backend = backend
+        return [o[0].tokens for o in sample.generate(model, batch, max_new_tokens=new_tokens, batch_size=prompts)]
+
+    def prefix(a, b):
+        return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+
+    exact = theirs(torch.float32)
+    identical = sum(a == b for a, b in zip(ours(torch.float32, "sdpa"), exact))
+    mean_prefix = lambda outs: sum(prefix(a, b) for a, b in zip(outs, exact)) / prompts
+    return identical, mean_prefix(ours(torch.bfloat16, "auto")), mean_prefix(theirs(torch.bfloat16))
+
+
+@contextlib.contextmanager
+def group_of_one(device):
+    """A process group of one (what FSDP2 needs), made here unless there is one already."""
+    import torch.distributed as dist
+    made = not dist.is_initialized()
+    if made:
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", store=dist.HashStore(), rank=0,
+                                world_size=1)
+    try:
+        yield
+    finally:
+        if made:
+            dist.destroy_process_group()
+
+
+def gpu_fsdp_steps(path, device, steps=2):
+    """Largest relative difference of loss and weights between FSDP2 in a group of one and the unsharded model,
+    over the same steps (float32 compute: only the wrapping differs)."""
+    import train
+    g = torch.Generator().manual_seed(2)
+    examples = [(torch.randint(0, 200, (int(n),), generator=g).tolist(), 16) for n in (300, 900, 500, 1200)]
+    plans = train.split_and_pack(examples, 1, 2048)
+    n_target = sum(train.completion_tokens(e) for e in examples)
+    losses, params = [], []
+    for sharded in (False, True):  # (FSDP2 needs a process group: the caller holds a group_of_one)
+        model = M.Transformer.from_pretrained(path, dtype=torch.float32, device=device).train()
+        if sharded:
+            train.shard(model, torch.float32)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        run = []
+        for _ in range(steps):
+            run.append(train.forward_backward(model, examples, plans, 0, n_target, 1.0, device)[0])
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        losses.append(run)
+        params.append({k: train.full(v).detach().float().cpu() for k, v in model.state_dict().items()})
+    loss_diff = max(abs(a - b) / abs(a) for a, b in zip(*losses))
+    param_diff = max(((params[0][k] - params[1][k]).abs().max() / params[0][k].abs().max().clamp(min=1e-12)).item()
+                     for k in params[0])
+    return loss_diff, param_diff
+
+
+def timed(fn, device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    out = fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - t0, out
+
+
+def gpu_speed(path, device, batch, prompt_tokens=512, new_tokens=256):
+    """(prefill tok/s, decode tok/s) of sample.generate and of transformers' generate, bf16, greedy."""
+    from transformers import AutoModelForCausalLM
+    ours = M.Transformer.from_pretrained(path, dtype=torch.bfloat16, device=device)
+    ref = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16).to(device).eval()
+    prompts = torch.randint(0, 200, (batch, prompt_tokens), generator=torch.Generator().manual_seed(3))
+    results = {}
+    for name in ("ours", "reference"):
+        def run(n):
+            if name == "ours":
+                return sample.generate(ours, prompts.tolist(), max_new_tokens=n, batch_size=batch)
+            with torch.no_grad():
+                ids = prompts.to(device)
+                return ref.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, min_new_tokens=n,
+                                    do_sample=False, pad_token_id=0)
+        run(4)  # warm-up
+        prefill, _ = timed(lambda: run(1), device)
+        total, _ = timed(lambda: run(new_tokens), device)
+        results[name] = (batch * prompt_tokens / prefill, batch * (new_tokens - 1) / max(total - prefill, 1e-9))
+    return results
+
+
+def gpu_training(path, device, tokens):
+    """Training MFU of our step (FSDP2 in a group of one, bf16, flash-attn) and of transformers' model on the same
+    8k-token batch; and our measured peak memory against the plan."""
+    import train
+    from transformers import AutoModelForCausalLM
+    g = torch.Generator().manual_seed(4)
+    examples = [(torch.randint(0, 200, (tokens // 4,), generator=g).tolist(), tokens // 16) for _ in range(4)]
+    n_target = sum(train.completion_tokens(e) for e in examples)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    peak = next((f for k, f in PEAK_BF16_FLOPS.items() if k in name), None)
+    results = {}
+    for side in ("ours", "reference"):
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(device)
+        if side == "ours":
+            model = M.Transformer.from_pretrained(path, dtype=torch.float32, device=device).train()
+            model.gradient_checkpointing = True
+            train.shard(model, torch.bfloat16)
+            plans = train.split_and_pack(examples, 1, tokens)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16).to(device).train()
+            model.activation_checkpointing_enable()
+            ids = torch.tensor([e[0] for e in examples], device=device)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
+        n_params = sum(p.numel() for p in model.parameters())
+        seconds = []
+        for _ in range(3):  # the first step warms up
+            t0 = time.perf_counter()
+            if side == "ours":
+                train.forward_backward(model, examples, plans, 0, n_target, 1.0, device)
+            else:
+                model(input_ids=ids, labels=ids).loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            seconds.append(time.perf_counter() - t0)
+        mfu = 6 * n_params * tokens / min(seconds[1:]) / peak if peak else float("nan")
+        memory = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
+        results[side] = (mfu, memory)
+        del model, opt
+    cfg = train.TrainConfig(model=str(path), row_tokens=tokens, activation_checkpointing=True)
+    planned = sum(train.memory_plan(train.plan_config(str(path)), cfg, 1, torch.bfloat16, True,
+                                    M.Transformer.loss_chunk)["training step"].values())
+    return results, planned, name
+
+
+def gpu_check(workdir: Path, device, shape=GPU_SHAPE, tokens=8192):
+    """Every GPU check, printed as bench lines."""
+    big = tiny.make_model(workdir / "big", "qwen2", vocab_size=shape["vocab_size"], hidden=shape["hidden"],
+                          layers=shape["layers"], heads=shape["heads"], kv_heads=shape["kv_heads"],
+                          intermediate=shape["intermediate"], context=2 * tokens, seed=0)
+    # decisive logits (large random weights), so that fp32 greedy choices do not hinge on summation order
+    small = tiny.make_model(workdir / "small", "qwen2", hidden=256, layers=4, heads=4, kv_heads=2, intermediate=512,
+                            context=4096, init_std=0.3, seed=0)
+    print(M.attention_summary(device, torch.bfloat16), flush=True)
+    ours, ref = gpu_logits(big, device)
+    report("logits_bf16", ours, ref, "max|logit - fp32|")
+    identical, ours_bf16, theirs_bf16 = gpu_greedy(small, device)
+    report("greedy_fp32", identical, 8, "prompts of 8 with the same 64 greedy tokens as transformers")
+    report("greedy_bf16", ours_bf16, theirs_bf16, "leading tokens equal to fp32 greedy (of 64)")
+    with group_of_one(device):
+        loss_diff, param_diff = gpu_fsdp_steps(small, device)
+    report("fsdp_world1", loss_diff, param_diff, "max relative difference (loss; weights as reference)")
+    for batch in (1, 64):
+        speed = gpu_speed(big, device, batch, prompt_tokens=min(512, tokens // 4), new_tokens=min(256, tokens // 4))
+        report(f"prefill_b{batch}", speed["ours"][0], speed["reference"][0], "tok/s")
+        report(f"decode_b{batch}", speed["ours"][1], speed["reference"][1], "tok/s")
+    with group_of_one(device):
+        results, planned, name = gpu_training(big, device, tokens)
+    report("train_mfu", 100 * results["ours"][0], 100 * results["reference"][0], f"% MFU ({name})")
+    report("plan_memory", results["ours"][1] / 2**30, planned / 2**30, "GiB (measured peak; the plan as reference)")
+
+
 def main():
+    if "--gpu" in sys.argv[1:]:
+        if not torch.cuda.is_available():
+            print("gpu-check: skipped: no CUDA device here (torch.cuda.is_available() is False). Run `make gpu-check` "
+                  "on a machine with a GPU (after `make gpu-install`); the README says what each line should show.")
+            return
+        with tempfile.TemporaryDirectory() as d:
+            gpu_check(Path(d), torch.device("cuda"))
+        Path("out").mkdir(exist_ok=True)
+        Path("out/gpu_check.json").write_text(json.dumps(RESULTS, indent=2))
+        return
     torch.manual_seed(0)
     # tiny models: one thread avoids OpenMP synchronisation dominating, and keeps the ratio stable when the
     # other core is busy; both sides of every comparison run with the same setting

@@ -248,7 +248,7 @@ def run_evaluation(args):
 
     import sample
     from common import atomic_write_text, jsonl_text
-    from model import Transformer
+    from model import Transformer, attention_summary
 
     problems = read_benchmarks(args)
     protocol = PROTOCOLS[args.protocol]
@@ -271,6 +271,7 @@ def run_evaluation(args):
         model = Transformer.from_pretrained(args.model, dtype=getattr(torch, dtype), device=device)
     except (OSError, ValueError) as e:
         sys.exit(f"error: {e}")
+    print(attention_summary(device, model.lm_head.weight.dtype))
 
     summary = {"model": args.model, "settings": settings, "benchmarks": {}}
     for b, rows in problems.items():

@@ -34,10 +34,19 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-try:  # optional, GPU only
+try:  # optional, GPU only (make gpu-install); without it CUDA runs use torch's SDPA, which is slower
     import flash_attn
 except ImportError:
     flash_attn = None
+
+def attention_summary(device, dtype) -> str:
+    """The one line every script prints at start: which attention kernel runs, in which dtype."""
+    dtype = str(dtype).removeprefix("torch.").replace("bfloat16", "bf16").replace("float32", "fp32")
+    if torch.device(device).type == "cuda" and flash_attn is not None:
+        return f"attention: flash-attn {flash_attn.__version__} varlen, {dtype}"
+    missing = " (flash-attn is not installed: make gpu-install)" if torch.device(device).type == "cuda" else ""
+    return f"attention: torch SDPA{missing}, {dtype}"
+
 
 ARCHITECTURES = {"Qwen2ForCausalLM": "qwen2", "LlamaForCausalLM": "llama", "Qwen3ForCausalLM": "qwen3"}
 
@@ -203,11 +212,15 @@ def attention(q, k, v, info: AttnInfo, layer: int):
         scores = q.view(B, Hkv, H // Hkv, D) @ k.transpose(-1, -2) * D ** -0.5   # (B, Hkv, G, L)
         probs = torch.softmax(scores.float() + info.decode_bias, -1).to(v.dtype)
         return (probs @ v).view(B, 1, H, D)
-    if info.doc_lengths is not None:  # exactly varlen's semantics; cheaper on CPU than one block-diagonal mask
+    if info.doc_lengths is not None:
+        # varlen's semantics, one document at a time. Always 4-D (batch, heads, seq, head_dim) with is_causal:
+        # only then can torch pick a fused kernel (flash or memory-efficient on CUDA, flash on CPU), which never
+        # builds the (seq x seq) score matrix (3 GB per head at 16k tokens in fp32)
         outs = []
         for qd, kd, vd in zip(*(t.reshape(B * T, *t.shape[2:]).split(info.doc_lengths) for t in (q, k, v))):
-            outs.append(F.scaled_dot_product_attention(qd.transpose(0, 1), kd.transpose(0, 1), vd.transpose(0, 1),
-                                                       is_causal=True, enable_gqa=True).transpose(0, 1))
+            outs.append(F.scaled_dot_product_attention(qd.transpose(0, 1)[None], kd.transpose(0, 1)[None],
+                                                       vd.transpose(0, 1)[None], is_causal=True,
+                                                       enable_gqa=True)[0].transpose(0, 1))
         return torch.cat(outs).view(B, T, H, D)
     out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True, enable_gqa=True)
     return out.transpose(1, 2)
@@ -289,6 +302,9 @@ def cross_entropy_sum(h, targets, weight):
 
 
 class Transformer(nn.Module):
+    attn_backend = "auto"  # "auto": flash-attn on CUDA when installed, else SDPA; "flash" or "sdpa" to force one
+    loss_chunk = 1024      # target tokens per chunk of the loss: 1024 x 152k vocab x 12 bytes = 1.9 GB at once
+
     def __init__(self, cfg: Config):
         super().__init__()
         self.config = cfg
@@ -300,9 +316,7 @@ class Transformer(nn.Module):
         if cfg.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
         self.register_buffer("inv_freq", rope_inv_freq(cfg), persistent=False)
-        self.attn_backend = "auto"          # "auto": flash-attn on CUDA when installed, else SDPA
         self.gradient_checkpointing = False  # recompute each block in backward (train.py --activation_checkpointing)
-        self.loss_chunk = 4096               # target tokens per chunk of the loss
 
     def forward(self, input_ids, positions=None, cache: KVCache | None = None, slots=None, targets=None):
         """Hidden states (B, T, hidden_size); with `targets` (B, T; -100 = no loss) the summed cross-entropy
@@ -342,7 +356,8 @@ class Transformer(nn.Module):
         """Build on the meta device (no memory), then assign the tensors read from the safetensors shards."""
         path = Path(path)
         cfg = Config.from_hf(read_config(path), str(path / "config.json"))
-        return cls.from_state_dict(cfg, load_safetensors(path, dtype, device), where=str(path))
+        weights = Weights(path)
+        return cls.from_state_dict(cfg, {k: weights.read(k, dtype, device) for k in weights.keys()}, where=str(path))
 
     @classmethod
     def from_state_dict(cls, cfg: Config, state: dict, where="state dict"):
@@ -362,8 +377,15 @@ class Transformer(nn.Module):
         m.inv_freq = rope_inv_freq(cfg).to(m.lm_head.weight.device)
         return m.eval()
 
-    def save_pretrained(self, path, max_shard_bytes=5 * 2**30):
-        save_checkpoint(self.state_dict(), self.config, path, max_shard_bytes)
+    def save_pretrained(self, path, dtype=None, max_shard_bytes=5 * 2**30):
+        """A Hugging Face model directory at `path`, written beside it and renamed into place."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
+        state = self.state_dict()
+        write_weights(weight_shapes(self), state.__getitem__, self.config, tmp,
+                      dtype or self.lm_head.weight.dtype, max_shard_bytes)
+        commit_dir(tmp, path)
 
 
 # -----------------------------------------------------------------------------
@@ -380,55 +402,86 @@ def read_config(path: Path) -> dict:
         raise ValueError(f"{f}: line {e.lineno}: not valid JSON ({e.msg}); re-download the checkpoint") from None
 
 
-def load_safetensors(path: Path, dtype, device) -> dict:
-    from safetensors import SafetensorError, safe_open
-    index = path / "model.safetensors.index.json"
-    if index.is_file():
-        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-    else:
-        files = sorted(p.name for p in path.glob("*.safetensors"))
-    if not files:
-        raise FileNotFoundError(f"{path}: no *.safetensors weights (PyTorch .bin checkpoints are not read: they are pickles)")
-    state = {}
-    for name in files:
+def saved_dtype(cfg: Config) -> torch.dtype:
+    """The dtype a model's weights were published in (config.json): R1-Distill bf16, the tiny test models fp32.
+    Fine-tuned checkpoints are written in it, so they are as large as the model they came from."""
+    name = cfg.hf.get("dtype") or cfg.hf.get("torch_dtype") or "bfloat16"
+    return getattr(torch, name) if isinstance(getattr(torch, str(name), None), torch.dtype) else torch.bfloat16
+
+
+class Weights:
+    """The safetensors tensors of a model directory, read one at a time (the files are memory-mapped), whole or
+    a range of rows: a process of a sharded run reads only the rows of its own shard."""
+
+    def __init__(self, path, files=None):
+        from safetensors import safe_open
+        self.path = Path(path)
+        index = self.path / "model.safetensors.index.json"
         try:
-            with safe_open(str(path / name), framework="pt", device="cpu") as f:
-                for key in f.keys():
-                    state[key] = f.get_tensor(key).to(device=device, dtype=dtype)
-        except (SafetensorError, OSError) as e:
-            raise ValueError(f"{path / name}: cannot read the weights ({e}); the file is missing or corrupt, "
-                             f"re-download it") from None
-    return state
+            if files is None:
+                files = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.is_file() else \
+                    sorted(p.name for p in self.path.glob("*.safetensors"))
+        except (ValueError, KeyError, AttributeError) as e:
+            raise ValueError(f"{index}: not a safetensors index ({e}); re-download the checkpoint") from None
+        if not files:
+            raise FileNotFoundError(f"{self.path}: no *.safetensors weights (PyTorch .bin checkpoints are not read: "
+                                    f"they are pickles)")
+        self.files, self.file_of = {}, {}
+        for name in files:
+            try:
+                self.files[name] = f = safe_open(str(self.path / name), framework="pt", device="cpu")
+            except Exception as e:  # SafetensorError, OSError: a missing, truncated or corrupt file
+                raise ValueError(f"{self.path / name}: cannot read the weights ({e}); the file is missing or "
+                                 f"corrupt, re-download it") from None
+            self.file_of.update({key: name for key in f.keys()})
+
+    def keys(self):
+        return list(self.file_of)
+
+    def read(self, key, dtype, device, rows=None) -> torch.Tensor:
+        """The tensor `key` (rows = (start, end): only those rows of its first dimension) as dtype on device."""
+        name = self.file_of[key]
+        try:
+            t = self.files[name].get_tensor(key) if rows is None else self.files[name].get_slice(key)[rows[0]:rows[1]]
+        except Exception as e:
+            raise ValueError(f"{self.path / name}: cannot read {key} ({e}); the file is corrupt, re-download it") from None
+        return t.to(device=device, dtype=dtype)
 
 
-def write_weights(state: dict, cfg: Config, directory: Path, max_shard_bytes=5 * 2**30):
-    """config.json + safetensors, sharded with an index when larger than max_shard_bytes (the HF layout)."""
+def weight_shapes(model) -> dict:
+    """name -> shape of every tensor a checkpoint stores (a tied lm_head is the embedding, stored once)."""
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()
+            if not (model.config.tie_word_embeddings and k == "lm_head.weight")}
+
+
+def write_weights(shapes: dict, fetch, cfg: Config, directory: Path, dtype, max_shard_bytes=5 * 2**30):
+    """config.json + safetensors in the Hugging Face layout, sharded with an index above max_shard_bytes.
+    shapes: name -> shape of every tensor, in order; fetch(name) gives the tensor. fetch is called once per name,
+    in that order, and only one shard is held at a time: a sharded run gathers its weights one tensor at a time."""
     from safetensors.torch import save_file
     directory = Path(directory)
-    if cfg.tie_word_embeddings:
-        state = {k: v for k, v in state.items() if k != "lm_head.weight"}
-    state = {k: v.detach().contiguous().cpu() for k, v in state.items()}
+    itemsize = torch.empty((), dtype=dtype).element_size()
     shards, size = [[]], 0
-    for key, t in state.items():
-        nbytes = t.numel() * t.element_size()
+    for key, shape in shapes.items():
+        nbytes = math.prod(shape) * itemsize
         if shards[-1] and size + nbytes > max_shard_bytes:
             shards.append([])
             size = 0
         shards[-1].append(key)
         size += nbytes
-    dtype = str(next(iter(state.values())).dtype).removeprefix("torch.")
-    if len(shards) == 1:
-        save_file(state, str(directory / "model.safetensors"), metadata={"format": "pt"})
-    else:
-        weight_map = {}
-        for i, keys in enumerate(shards):
-            name = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
-            save_file({k: state[k] for k in keys}, str(directory / name), metadata={"format": "pt"})
-            weight_map.update({k: name for k in keys})
-        total = sum(t.numel() * t.element_size() for t in state.values())
+    names = ["model.safetensors"] if len(shards) == 1 else \
+        [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+    for name, keys in zip(names, shards):
+        save_file({k: fetch(k).detach().to(dtype).contiguous().cpu() for k in keys}, str(directory / name),
+                  metadata={"format": "pt"})
+    if len(shards) > 1:
+        total = sum(math.prod(shape) * itemsize for shape in shapes.values())
+        weight_map = {k: name for name, keys in zip(names, shards) for k in keys}
         (directory / "model.safetensors.index.json").write_text(
             json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
-    (directory / "config.json").write_text(json.dumps({**cfg.hf, "torch_dtype": dtype, "dtype": dtype}, indent=2))
+    dtype_name = str(dtype).removeprefix("torch.")
+    (directory / "config.json").write_text(json.dumps({**cfg.hf, "torch_dtype": dtype_name, "dtype": dtype_name},
+                                                      indent=2))
 
 
 def commit_dir(tmp: Path, path: Path):
@@ -445,11 +498,3 @@ def commit_dir(tmp: Path, path: Path):
         shutil.rmtree(old)
     else:
         os.replace(tmp, path)
-
-
-def save_checkpoint(state: dict, cfg: Config, path, max_shard_bytes=5 * 2**30):
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
-    write_weights(state, cfg, tmp, max_shard_bytes)
-    commit_dir(tmp, path)

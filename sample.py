@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from common import read_jsonl
-from model import KVCache, Transformer
+from model import KVCache, Transformer, attention_summary
 
 # DeepSeek's recommended instruction for math; the user turn carries it, the answer starts with "<think>\n".
 INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
@@ -295,6 +295,7 @@ def main(argv=None):
         model = Transformer.from_pretrained(args.model, dtype=getattr(torch, args.dtype), device=args.device)
     except (OSError, ValueError) as e:
         sys.exit(f"error: {e}")
+    print(attention_summary(args.device, model.lm_head.weight.dtype), file=sys.stderr)
     settings = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
                     top_k=args.top_k, seed=args.seed, batch_size=args.batch_size)
     if args.prompt:

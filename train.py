@@ -27,13 +27,15 @@ import shutil
 import sys
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
 from common import atomic_write_text, jsonl_text, read_jsonl
-from model import Transformer, commit_dir, write_weights
+from model import (Config, Transformer, Weights, attention_summary, commit_dir, read_config, rope_inv_freq,
+                   saved_dtype, weight_shapes, write_weights)
 from ratio import Bounds, Mixture
 from sample import example_ids, generate, load_tokenizer, prompt_ids, stop_ids
 
@@ -78,6 +80,16 @@ class TrainConfig:
     resume: bool = False
     seed: int = 0
     wandb_project: str = ""        # log to Weights & Biases too (needs `pip install wandb`)
+    # precision and processes
+    dtype: str = "auto"            # compute dtype: auto = bfloat16 on CUDA (float32 elsewhere); master weights,
+                                   # gradient reduction and AdamW state stay float32 (FSDP2 mixed precision)
+    dist_timeout_minutes: int = 120  # how long a collective waits for the slowest process: one process's share
+                                   # of a dev evaluation (8k-token answers) or rank 0 writing a checkpoint can take
+                                   # tens of minutes, past torch's default of 10
+    # the memory plan (python train.py config/r1_7b.py --plan): no GPU and no weights needed
+    plan: bool = False             # print the per-GPU memory plan of this configuration and exit
+    plan_world: int = 8            # --plan: the number of GPUs to plan for (a real run uses its own)
+    plan_gpu_gib: float = 80.0     # --plan: the memory of one GPU (a real run reads its device's)
 
 
 def load_config(argv) -> TrainConfig:
@@ -202,13 +214,56 @@ def make_row(examples, device):
     return as_tensor(ids), as_tensor(pos), as_tensor(tgt)
 
 
+def forward_backward(model, examples, plans, rank, n_target, grad_clip, device):
+    """The gradients of one optimizer step (one packed row per micro-batch), clipped. Returns the loss, summed
+    over processes, and the gradient norm before clipping."""
+    # every process runs as many micro-batches as the busiest one (FSDP's collectives must match);
+    # a process with fewer rows repeats its first one with weight 0
+    loss_sum = 0.0
+    my_rows = plans[rank] or [[0]]
+    for r in range(max(len(p) for p in plans)):
+        ids, pos, tgt = make_row([examples[i] for i in my_rows[min(r, len(my_rows) - 1)]], device)
+        weight = 1.0 if r < len(plans[rank]) else 0.0
+        loss = model(ids, pos, targets=tgt) * (weight / n_target)
+        loss.backward()
+        loss_sum += loss.item()
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip > 0 else float("inf"))
+    return all_sum(loss_sum, device), full(grad_norm).item()
+
+
 def completion_tokens(example):
     ids, n_prompt = example
     return len(ids) - n_prompt
 
 
 # -----------------------------------------------------------------------------
-# distributed helpers: identities in a single process
+# processes: one plain process on CPU, or FSDP2 (torchrun, or any CUDA run)
+
+def compute_dtype(cfg, device) -> torch.dtype:
+    if cfg.dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return getattr(torch, cfg.dtype)
+
+
+def setup_processes(cfg):
+    """(rank, world, device, dtype, sharded). The model is sharded with FSDP2 whenever there are several
+    processes, a GPU, or a compute dtype other than float32: a single GPU then computes in bf16 through the
+    same mixed-precision path as eight do. A plain CPU process trains the unwrapped model in float32."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
+    dtype = compute_dtype(cfg, device)
+    sharded = world > 1 or device.type == "cuda" or dtype != torch.float32
+    if not sharded:
+        return 0, 1, device, dtype, False
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    backend, timeout = ("nccl" if device.type == "cuda" else "gloo"), timedelta(minutes=cfg.dist_timeout_minutes)
+    if world > 1:
+        dist.init_process_group(backend, timeout=timeout)
+    else:  # one process without torchrun: a group of one, so that FSDP2 (mixed precision) works the same way
+        dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1, timeout=timeout)
+    return dist.get_rank(), world, device, dtype, True
+
 
 def all_sum(x: float, device) -> float:
     if not dist.is_initialized():
@@ -226,32 +281,102 @@ def all_gather_lists(items: list) -> list:
     return [x for part in out for x in part]
 
 
-def full_state_dict(model, cpu_offload=False):
-    """The whole model's weights on every process (gathered from the FSDP shards)."""
-    if not dist.is_initialized():
-        return model.state_dict()
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=cpu_offload))
+def barrier():
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def full(t: torch.Tensor) -> torch.Tensor:
+    """The whole tensor of a (possibly) sharded parameter; collective under FSDP: every process calls it."""
+    return t.full_tensor() if hasattr(t, "full_tensor") else t
+
+
+def local(t: torch.Tensor) -> torch.Tensor:
+    """This process's shard of a (possibly) sharded parameter."""
+    return t.to_local() if hasattr(t, "to_local") else t
+
+
+# -----------------------------------------------------------------------------
+# the model: built, sharded and loaded so that no process ever holds more than its shard and one tensor
+
+def shard(model, dtype):
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+    mp = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32)
+    for block in model.model.layers:
+        fully_shard(block, mp_policy=mp)
+    fully_shard(model, mp_policy=mp)
+    # sum the gradients over processes, in every sharded module: the loss is already divided by the global
+    # token count (and gloo's AVG reduce-scatter has summed instead of averaged in some torch versions)
+    for module in [*model.model.layers, model]:
+        module.set_gradient_divide_factor(1.0)
+        module.set_force_sum_reduction_for_comms(True)
+
+
+def shard_rows(n: int, rank: int, world: int) -> tuple[int, int]:
+    """The rows of a dimension of n that FSDP2 gives to `rank` (torch.chunk's split: ceil(n / world) each)."""
+    size = -(-n // world)
+    return min(rank * size, n), min((rank + 1) * size, n)
+
+
+def build_model(cfg, source: Path, master: Path | None, device, dtype, sharded):
+    """The model to train with float32 master weights. source: a model directory; master: the master-weight
+    file of this process in a checkpoint being resumed (exact), else the weights of `source` are read.
+    Sharded, the model is built on the meta device and every process reads only the rows of its own shard."""
+    rank, world = (dist.get_rank(), dist.get_world_size()) if sharded else (0, 1)
+    try:
+        config = Config.from_hf(read_config(source), str(source / "config.json"))
+        weights = Weights(master.parent, files=[master.name]) if master else Weights(source)
+    except (OSError, ValueError, KeyError) as e:
+        raise SystemExit(f"error: {e}") from None
+    if not sharded:
+        state = {k: weights.read(k, torch.float32, device) for k in weights.keys()}
+        return Transformer.from_state_dict(config, state, where=str(source)).train()
+    with torch.device("meta"):
+        model = Transformer(config)
+    shard(model, dtype)
+    model.to_empty(device=device)
+    with torch.no_grad():
+        for name, param in model.state_dict().items():
+            if config.tie_word_embeddings and name == "lm_head.weight":
+                continue  # the embedding itself
+            mine = local(param)
+            rows = None if master else shard_rows(param.shape[0], rank, world)
+            try:
+                mine.copy_(weights.read(name, torch.float32, device, rows=rows).view(mine.shape))
+            except (KeyError, RuntimeError) as e:
+                raise SystemExit(f"error: {weights.path}: cannot load {name} for process {rank} of {world} "
+                                 f"({type(e).__name__}: {e})") from None
+        model.inv_freq.copy_(rope_inv_freq(config))  # a buffer: to_empty left it uninitialised
+    return model.train()
+
+
+@torch.no_grad()
+def generation_copy(model, dtype, sharded):
+    """The weights being trained as a plain model for sampling, in the compute dtype. Sharded, the copy is
+    gathered one tensor at a time and cast as it goes: never a whole float32 state dict on a GPU."""
+    if not sharded:
+        return model
+    state = {}
+    for name, t in model.state_dict().items():
+        if not (model.config.tie_word_embeddings and name == "lm_head.weight"):
+            state[name] = full(t).to(dtype)  # collective: every process gathers every tensor
+    return Transformer.from_state_dict(model.config, state)
 
 
 # -----------------------------------------------------------------------------
 # dev evaluation
 
 @torch.no_grad()
-def dev_evaluation(model, cfg, tok, dev_rows, dev_prompts, step, device):
+def dev_evaluation(model, cfg, tok, dev_rows, dev_prompts, step, device, dtype, sharded):
     """Every process answers its share of the dev set with a full copy of the current weights."""
     from grade import grade_responses  # imported on first use: only a run with a dev set grades
-    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
-    infer = model
-    if world > 1:
-        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-        state = {k: v.to(dtype) for k, v in full_state_dict(model).items()}
-        infer = Transformer.from_state_dict(model.config, state)
-    infer.eval()
+    rank, world = (dist.get_rank(), dist.get_world_size()) if sharded else (0, 1)
+    infer = generation_copy(model, dtype, sharded).eval()
     mine = list(range(rank, len(dev_rows), world))
     outs = generate(infer, [dev_prompts[i] for i in mine], max_new_tokens=cfg.dev_max_new_tokens,
                     temperature=cfg.dev_temperature, top_p=cfg.dev_top_p, stop_ids=stop_ids(tok),
                     seed=cfg.seed + step, batch_size=cfg.dev_batch_size)
+    del infer
     texts = [tok.decode(o[0].tokens, skip_special_tokens=True) for o in outs]
     verdicts = grade_responses(texts, [str(dev_rows[i]["answer"]) for i in mine],
                                truncated=[o[0].finish == "length" for o in outs])
@@ -261,8 +386,10 @@ def dev_evaluation(model, cfg, tok, dev_rows, dev_prompts, step, device):
 
 
 # -----------------------------------------------------------------------------
-# checkpoints: step_NNNNNN/ = Hugging Face weights + tokenizer, and train_state/ (state.json + optimizer shards,
-# in a subdirectory so that vLLM, which loads every top-level *.safetensors, sees only the model)
+# checkpoints: step_NNNNNN/ = Hugging Face weights (in the base model's dtype, bf16 for R1-Distill) + tokenizer,
+# and train_state/: state.json, the float32 master weights and the AdamW state of every process (safetensors,
+# no pickle). train_state/ is a subdirectory so that vLLM, which loads every top-level *.safetensors, sees
+# only the model.
 
 def tokenizer_files(model_dir: Path) -> list[Path]:
     """Everything of the base model directory but its weights and config: tokenizer files, chat template,
@@ -276,18 +403,33 @@ def checkpoints(out_dir: Path) -> list[Path]:
     return sorted(p for p in out_dir.glob("step_*") if p.is_dir())
 
 
-def save_checkpoint(model, opt, cfg, state: dict, out_dir: Path, step: int, chosen_step):
-    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+def shard_file(kind: str, rank: int, world: int) -> str:
+    return f"{kind}-rank{rank:05d}-of-{world:05d}.safetensors"
+
+
+def save_checkpoint(model, opt, cfg, state: dict, out_dir: Path, step: int, chosen_step, sharded):
+    rank, world = (dist.get_rank(), dist.get_world_size()) if sharded else (0, 1)
     final, tmp = out_dir / f"step_{step:06d}", out_dir / f".step_{step:06d}.tmp"
     if rank == 0:
         shutil.rmtree(tmp, ignore_errors=True)  # left by a killed run
         (tmp / "train_state").mkdir(parents=True)
     barrier()
-    weights = full_state_dict(model, cpu_offload=True)  # collective: every process takes part
-    save_optimizer(opt, tmp / "train_state" / f"optimizer-rank{rank:05d}-of-{world:05d}.safetensors")
+    # the model, gathered one tensor at a time (collective) and written by rank 0 in the base model's dtype
+    weights, dtype = model.state_dict(), saved_dtype(model.config)
+    shapes = weight_shapes(model)
+    if rank == 0:
+        write_weights(shapes, lambda k: full(weights[k]), model.config, tmp, dtype)
+    else:
+        for k in shapes:
+            full(weights[k])
+    # exact resume needs the float32 master weights when the model directory holds a rounded copy
+    from safetensors.torch import save_file
+    if dtype != torch.float32:
+        save_file({k: local(weights[k]).detach().cpu().contiguous() for k in shapes},
+                  str(tmp / "train_state" / shard_file("master", rank, world)))
+    save_optimizer(opt, tmp / "train_state" / shard_file("optimizer", rank, world))
     barrier()
     if rank == 0:
-        write_weights(weights, model.config, tmp)
         for f in tokenizer_files(cfg.model):
             shutil.copy2(f, tmp / f.name)
         atomic_write_text(tmp / "train_state" / "state.json", json.dumps({**state, "world_size": world}, indent=1))
@@ -301,19 +443,13 @@ def save_checkpoint(model, opt, cfg, state: dict, out_dir: Path, step: int, chos
     return final
 
 
-def barrier():
-    if dist.is_initialized():
-        dist.barrier()
-
-
 def save_optimizer(opt, path: Path):
     """AdamW state as safetensors (each process its own shard; no pickle anywhere)."""
     from safetensors.torch import save_file
     tensors = {}
     for i, st in opt.state_dict()["state"].items():
         for key, t in st.items():
-            t = t.to_local() if hasattr(t, "to_local") else t
-            tensors[f"{i}.{key}"] = t.detach().cpu().contiguous()
+            tensors[f"{i}.{key}"] = local(t).detach().cpu().contiguous()
     save_file(tensors, str(path))
 
 
@@ -334,11 +470,120 @@ def load_optimizer(opt, path: Path):
     opt.load_state_dict(sd)
 
 
+def resume_point(cfg, out_dir: Path, rank: int, world: int, log):
+    """(checkpoint, state, master file) of the latest complete checkpoint to resume, or (None, None, None).
+    An interrupted write is a dot-directory, never taken."""
+    if not (cfg.resume and checkpoints(out_dir)):
+        return None, None, None
+    ckpt = checkpoints(out_dir)[-1]
+    state = json.loads((ckpt / "train_state" / "state.json").read_text())
+    if state["world_size"] != world:
+        raise SystemExit(f"{ckpt}: saved by {state['world_size']} processes, resumed with {world}: "
+                         f"the optimizer shards only fit the same number")
+    master = ckpt / "train_state" / shard_file("master", rank, world)
+    if not master.exists():
+        # float32 model weights are the master weights (and checkpoints of nanoTLDR before bf16 checkpoints)
+        if saved_dtype(Config.from_hf(read_config(ckpt))) != torch.float32:
+            raise SystemExit(f"{ckpt}: no float32 master weights ({master.name}) beside the rounded model weights; "
+                             f"this checkpoint cannot be resumed exactly (start a new run from it with model={ckpt})")
+        master = None
+    changed = {k: (v, getattr(cfg, k)) for k, v in state["config"].items()
+               if getattr(cfg, k, v) != v and k not in ("resume", "max_steps", "wandb_project")}
+    if changed:
+        log(f"warning: resuming with changed settings (saved, now): {changed}")
+    log(f"resuming from {ckpt} (step {state['step']})")
+    return ckpt, state, master
+
+
 def choose(evals: list[dict], long_acc: float):
     """The official checkpoint choice: among evaluated checkpoints whose dev accuracy exceeds 0.7 x A_L,
     the one with the fewest dev tokens."""
     ok = [e for e in evals if e.get("saved") and e["dev_acc"] > 0.7 * long_acc]
     return min(ok, key=lambda e: (e["dev_tokens"], e["step"])) if ok else None
+
+
+# -----------------------------------------------------------------------------
+# the memory plan: what one process holds at the peak of each phase, from the shapes alone (no GPU, no weights).
+# Each term names the tensors it counts; tests/test_plan.py checks the totals against the peaks that torch's
+# MemTracker measures on CPU runs of small models (one process, and FSDP2 over two).
+
+# config.json of the two recipe models (deepseek-ai/DeepSeek-R1-Distill-Qwen-7B and -14B on the Hub), for --plan
+# without a download
+RECIPE_MODELS = {
+    "DeepSeek-R1-Distill-Qwen-7B": dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
+                                        num_attention_heads=28, num_key_value_heads=4),
+    "DeepSeek-R1-Distill-Qwen-14B": dict(hidden_size=5120, intermediate_size=13824, num_hidden_layers=48,
+                                         num_attention_heads=40, num_key_value_heads=8),
+}
+PROMPT_TOKENS = 1024  # room for a dev prompt in the KV cache (AIME prompts are a few hundred tokens)
+
+
+def plan_config(model_dir: str) -> Config:
+    path = Path(model_dir)
+    if (path / "config.json").is_file():
+        return Config.from_hf(read_config(path), str(path / "config.json"))
+    if path.name in RECIPE_MODELS:
+        return Config.from_hf({"architectures": ["Qwen2ForCausalLM"], "vocab_size": 152064, "rms_norm_eps": 1e-6,
+                               "max_position_embeddings": 131072, **RECIPE_MODELS[path.name]})
+    raise SystemExit(f"--plan: {model_dir} has no config.json and is not one of {', '.join(RECIPE_MODELS)}; "
+                     f"set model= to a model directory (only its config.json is read)")
+
+
+def memory_plan(c: Config, cfg, world: int, dtype: torch.dtype, sharded: bool, loss_chunk: int) -> dict:
+    """{phase: {what: bytes}} per process for a training step, a dev evaluation and a checkpoint save."""
+    H, I, L, V, T = c.hidden_size, c.intermediate_size, c.num_hidden_layers, c.vocab_size, cfg.row_tokens
+    q, kv = c.num_attention_heads * c.head_dim, c.num_key_value_heads * c.head_dim
+    block = H * (q + 2 * kv) + q * H + 3 * H * I + 2 * H + (q + 2 * kv) * c.attention_bias
+    root = V * H * (1 if c.tie_word_embeddings else 2) + H
+    P, b = L * block + root, dtype.itemsize
+    shard = lambda n: -(-n // world)
+    state = {"master weights (fp32, sharded)": 4 * shard(P), "AdamW moments (fp32, sharded)": 8 * shard(P)}
+    grads = {"gradients (fp32, sharded)": 4 * shard(P)}
+    # FSDP2 all-gathers a block's weights in the compute dtype just before it runs, one block ahead; the root
+    # module's (embeddings, lm_head) stay gathered from the start of forward to the end of backward
+    gathered = {"gathered root weights (embeddings, lm_head)": root * b, "gathered blocks (this + next)": 2 * block * b,
+                "unsharded gradients of a block (+ fp32 for reduce-scatter)": block * (b + 4)} if sharded else {}
+    # what one block keeps for backward: its input and normed input twice (2 norms), q and k with their rotated
+    # halves and rotated results, v, the attention output, and the MLP's gate, up, silu(gate) and product
+    block_saved = T * (8 * H + 4 * kv + 4 * I) * b
+    saved = {"activations: block inputs (checkpointed)" if cfg.activation_checkpointing else
+             "activations: every block's saved tensors": L * (T * H * b if cfg.activation_checkpointing else block_saved),
+             "activations: final norm and target rows": 3 * T * H * b + T * H * 4 * (b < 4)}
+    loss = {"loss chunk: logits, log-probabilities, their gradient (fp32)": 12 * min(loss_chunk, T) * V}
+    recompute = {"one block recomputed in backward, and its gradients": block_saved + T * (3 * H + 2 * I) * b}
+    train_peak = {**state, **grads, **gathered, **saved,
+                  **max(loss, recompute if cfg.activation_checkpointing else {"-": 0}, key=lambda d: sum(d.values()))}
+    largest = max(V * H, H * I) * 4  # one tensor gathered whole in fp32 (the embedding)
+    cache = cfg.dev_batch_size * (PROMPT_TOKENS + cfg.dev_max_new_tokens) * 2 * L * kv * b
+    dev = {**state, "generation copy of the weights (compute dtype)": P * b if sharded else 0,
+           "one tensor gathered in fp32": largest if sharded else 0,
+           f"KV cache ({cfg.dev_batch_size} slots x {PROMPT_TOKENS + cfg.dev_max_new_tokens} tokens)": cache}
+    save = {**state, "one tensor gathered in fp32, and its copy to write": largest + largest // 4 * b}
+    return {"training step": train_peak, "dev evaluation": dev, "checkpoint save": save}
+
+
+def plan_report(cfg, config_name: str, world: int, gpu_bytes: float, dtype, sharded) -> tuple[str, float]:
+    """The plan as text, ending with its one-line verdict, and the largest peak in bytes."""
+    plan = memory_plan(plan_config(cfg.model), cfg, world, dtype, sharded, Transformer.loss_chunk)
+    gib = 2**30
+    lines = [f"memory plan: {Path(cfg.model).name}, {world} process(es), row_tokens {cfg.row_tokens}, "
+             f"{str(dtype).removeprefix('torch.')} compute, activation checkpointing {cfg.activation_checkpointing}"]
+    for phase, parts in plan.items():
+        lines.append(f"  {phase}: {sum(parts.values()) / gib:.1f} GiB")
+        lines += [f"    {n / gib:8.2f} GiB  {what}" for what, n in parts.items() if n]
+    peak = max(sum(parts.values()) for parts in plan.values())
+    lines.append(f"plan {config_name}: peak {peak / gib:.1f} GiB per GPU of {gpu_bytes / gib:.0f} GiB, world {world}")
+    return "\n".join(lines), peak
+
+
+def check_plan(cfg, config_name, world, gpu_bytes, dtype, sharded, log):
+    """Print the plan; stop when its peak leaves less than 10% of the GPU free (what a real run needs for the
+    CUDA context, the allocator's fragmentation and what the plan does not count)."""
+    text, peak = plan_report(cfg, config_name, world, gpu_bytes, dtype, sharded)
+    log(text)
+    if peak > 0.9 * gpu_bytes:
+        raise SystemExit(f"the plan leaves less than 10% of {gpu_bytes / 2**30:.0f} GiB free: lower row_tokens or "
+                         f"dev_batch_size, turn activation_checkpointing on, or use more GPUs")
 
 
 # -----------------------------------------------------------------------------
@@ -358,7 +603,9 @@ def validate(cfg: TrainConfig):
         problems.append(f"mixture={cfg.mixture!r}: use dynamic or static")
     if cfg.lr_schedule not in ("constant", "cosine"):
         problems.append(f"lr_schedule={cfg.lr_schedule!r}: use constant or cosine")
-    if cfg.mixture == "dynamic" and not (cfg.dev and cfg.bounds):
+    if cfg.dtype not in ("auto", "float32", "bfloat16"):
+        problems.append(f"dtype={cfg.dtype!r}: use auto, float32 or bfloat16")
+    if cfg.mixture == "dynamic" and not (cfg.dev and cfg.bounds) and not cfg.plan:
         problems.append("the dynamic mixture needs dev=PATH and bounds=PATH (or use mixture=static)")
     if cfg.max_len > cfg.row_tokens:
         problems.append(f"max_len={cfg.max_len} is more than row_tokens={cfg.row_tokens}: an example must fit a row")
@@ -369,19 +616,18 @@ def validate(cfg: TrainConfig):
 
 
 def main(argv=None):
-    cfg = load_config(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    cfg = load_config(argv)
     validate(cfg)
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    if distributed:
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-        rank, world = dist.get_rank(), dist.get_world_size()
-    else:
-        rank, world = 0, 1
-    device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
+    config_name = " ".join(a for a in argv if not a.startswith("--")) or "defaults"
+    if cfg.plan:  # the plan for the GPUs the recipe targets: FSDP2 with bf16 compute unless dtype says otherwise
+        dtype = torch.bfloat16 if cfg.dtype == "auto" else getattr(torch, cfg.dtype)
+        return check_plan(cfg, config_name, cfg.plan_world, cfg.plan_gpu_gib * 2**30, dtype, True, print)
+    rank, world, device, dtype, sharded = setup_processes(cfg)
     master = rank == 0
     log = print if master else (lambda *a, **k: None)
+    if device.type == "cuda":  # refuse a run that would run out of memory, before loading anything
+        check_plan(cfg, config_name, world, torch.cuda.get_device_properties(device).total_memory, dtype, sharded, log)
     out_dir = Path(cfg.out_dir)
 
     try:
@@ -406,41 +652,15 @@ def main(argv=None):
     dev_prompts = [prompt_ids(tok, r["problem"]) for r in dev_rows]
     mixture = Mixture(weights, cfg.eta, cfg.c, static=cfg.mixture == "static")
 
-    # resume from the latest complete checkpoint (an interrupted write is a dot-directory, never taken)
-    start, state, init = 0, {"metrics": []}, cfg.model
-    if cfg.resume and checkpoints(out_dir):
-        init = checkpoints(out_dir)[-1]
-        state = json.loads((init / "train_state" / "state.json").read_text())
-        if state["world_size"] != world:
-            raise SystemExit(f"{init}: saved by {state['world_size']} processes, resumed with {world}: "
-                             f"the optimizer shards only fit the same number")
-        changed = {k: (v, getattr(cfg, k)) for k, v in state["config"].items()
-                   if getattr(cfg, k) != v and k not in ("resume", "max_steps", "wandb_project")}
-        if changed:
-            log(f"warning: resuming with changed settings (saved, now): {changed}")
+    ckpt, state, master_file = resume_point(cfg, out_dir, rank, world, log)
+    start, state = (state["step"], state) if state else (0, {"metrics": []})
+    if ckpt:
         mixture.load_state_dict(state["mixture"])
-        start = state["step"]
-        log(f"resuming from {init} (step {start})")
-    try:
-        model = Transformer.from_pretrained(init, dtype=torch.float32, device=device)
-    except (OSError, ValueError) as e:
-        raise SystemExit(f"error: {e}") from None
+    model = build_model(cfg, Path(ckpt or cfg.model), master_file, device, dtype, sharded)
     model.gradient_checkpointing = cfg.activation_checkpointing
-    model.train()
-    if distributed:
-        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
-        mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if device.type == "cuda" else MixedPrecisionPolicy()
-        for block in model.model.layers:
-            fully_shard(block, mp_policy=mp)
-        fully_shard(model, mp_policy=mp)
-        # sum the gradients over processes, in every sharded module: the loss is already divided by the global
-        # token count (and gloo's AVG reduce-scatter has summed instead of averaged in some torch versions)
-        for module in [*model.model.layers, model]:
-            module.set_gradient_divide_factor(1.0)
-            module.set_force_sum_reduction_for_comms(True)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay)
     if start:
-        load_optimizer(opt, init / "train_state" / f"optimizer-rank{rank:05d}-of-{world:05d}.safetensors")
+        load_optimizer(opt, ckpt / "train_state" / shard_file("optimizer", rank, world))
     metrics = [m for m in state["metrics"] if m["step"] <= start]
     wandb = None
     if cfg.wandb_project and master:
@@ -450,6 +670,7 @@ def main(argv=None):
         out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out_dir / "metrics.jsonl", jsonl_text(metrics))
     sizes = (len(data[1]), len(data[2]))
+    log(attention_summary(device, dtype))
     log(f"training {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters on {world} process(es); "
         f"System-1 {sizes[0]} examples, System-2 {sizes[1]}; dev {len(dev_rows)} problems")
 
@@ -468,26 +689,14 @@ def main(argv=None):
         plans = split_and_pack(examples, world, cfg.row_tokens)
         n_target = sum(completion_tokens(e) for e in examples)
         lr = lr_at(cfg, step)
-        for group in opt.param_groups:
-            group["lr"] = lr
-        # every process runs as many micro-batches as the busiest one (FSDP's collectives must match);
-        # a process with fewer rows repeats its first one with weight 0
-        loss_sum = 0.0
-        my_rows = plans[rank] or [[0]]
-        for r in range(max(len(p) for p in plans)):
-            ids, pos, tgt = make_row([examples[i] for i in my_rows[min(r, len(my_rows) - 1)]], device)
-            weight = 1.0 if r < len(plans[rank]) else 0.0
-            loss = model(ids, pos, targets=tgt) * (weight / n_target)
-            loss.backward()
-            loss_sum += loss.item()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
-        grad_norm = grad_norm.full_tensor().item() if hasattr(grad_norm, "full_tensor") else grad_norm.item()
-        loss_value = all_sum(loss_sum, device)
+        loss_value, grad_norm = forward_backward(model, examples, plans, rank, n_target, cfg.grad_clip, device)
         if not math.isfinite(loss_value) or not math.isfinite(grad_norm):
             last = checkpoints(out_dir)
             raise SystemExit(f"loss {loss_value} / grad norm {grad_norm} at step {step}: stopping before the update. "
                              f"The last good checkpoint is {last[-1] if last else 'none (none was saved yet)'}; "
                              f"lower lr or check the data, then run again with --resume.")
+        for group in opt.param_groups:
+            group["lr"] = lr
         opt.step()
         opt.zero_grad(set_to_none=True)
         dt = time.time() - t0
@@ -502,7 +711,7 @@ def main(argv=None):
         evaluated = cfg.dev and step % cfg.eval_interval == 0
         if evaluated:
             t1 = time.time()
-            dev_tokens, dev_acc = dev_evaluation(model, cfg, tok, dev_rows, dev_prompts, step, device)
+            dev_tokens, dev_acc = dev_evaluation(model, cfg, tok, dev_rows, dev_prompts, step, device, dtype, sharded)
             e = {"step": step, "dev_tokens": dev_tokens, "dev_acc": dev_acc, "eval_time": time.time() - t1}
             if bounds:
                 e.update(mixture.update(bounds, dev_tokens, dev_acc))  # the weights for the next interval
@@ -515,7 +724,7 @@ def main(argv=None):
             chosen = choose(evals, bounds.long_acc) if bounds else None
             path = save_checkpoint(model, opt, cfg, {"step": step, "config": dataclasses.asdict(cfg),
                                                      "mixture": mixture.state_dict(), "metrics": metrics},
-                                   out_dir, step, chosen and chosen["step"])
+                                   out_dir, step, chosen and chosen["step"], sharded)
             log(f"saved {path}")
 
     if bounds and master:
@@ -526,7 +735,7 @@ def main(argv=None):
                 f"dev acc {chosen['dev_acc']:.3f} > 0.7 x {bounds.long_acc:.3f})")
         else:
             log(f"no checkpoint reached 0.7 x the long model's dev accuracy ({0.7 * bounds.long_acc:.3f})")
-    if distributed:
+    if sharded:
         dist.destroy_process_group()
 
 

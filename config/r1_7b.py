@@ -1,6 +1,7 @@
 """The 7B recipe: DeepSeek-R1-Distill-Qwen-7B compressed with TLDR, the official settings (TLDR_METHOD.md).
     torchrun --nproc_per_node=8 train.py config/r1_7b.py --model=... --system1=... --system2=... --dev=... --bounds=...
 (`make reproduce-7b` fills in the paths.) The README lists these next to the official ones."""
+model = "models/DeepSeek-R1-Distill-Qwen-7B"  # make reproduce-7b sets it from MODEL_DIR
 mixture = "dynamic"
 w_short = 0.5
 eta = 4.0

@@ -32,7 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import atomic_write_text, jsonl_text, read_jsonl  # noqa: E402
 from grade import grade_responses  # noqa: E402
-from model import Transformer  # noqa: E402
+from model import Transformer, attention_summary  # noqa: E402
 from ratio import Bounds  # noqa: E402
 from sample import load_tokenizer, sample_file  # noqa: E402
 
@@ -45,6 +45,7 @@ def sample_and_grade(model_dir, problems, samples_path, args, n):
         model = Transformer.from_pretrained(model_dir, dtype=dtype, device=args.device)
     except (OSError, ValueError) as e:
         sys.exit(f"error: {e}")
+    print(f"build: {model_dir}: {attention_summary(args.device, dtype)}")
     rows = sample_file(model, tok, problems, samples_path, n=n, max_new_tokens=args.max_new_tokens,
                        temperature=args.temperature, top_p=args.top_p, seed=args.seed, batch_size=args.batch_size)
     del model

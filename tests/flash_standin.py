@@ -1,7 +1,34 @@
-"""A pure-torch stand-in for flash-attn with the exact signatures and semantics of the two functions
-model.py calls, so their call sites run on CPU. Slow loops on purpose: clarity over speed."""
+"""A pure-torch stand-in for flash-attn 2.8.x: the exact signatures and semantics of the two functions model.py
+calls, and the input checks of the real kernels, so that their call sites run (and fail) on CPU as on a GPU.
+
+The checks mirror flash-attn v2.8.3's csrc/flash_attn/flash_api.cpp (mha_varlen_fwd, mha_fwd_kvcache) and
+flash_attn/flash_attn_interface.py, with their messages: fp16/bf16 only, q/k/v of one dtype, a contiguous last
+dimension, head_dim <= 256, heads divisible by kv heads, int32 cu_seqlens / cache_seqlens / cache_batch_idx /
+block_table, paged-KV pages a multiple of 256 tokens and no cache_batch_idx with a block_table. The one check left
+out is the device (the point is to run on CPU). A head_dim that is not a multiple of 8 is not an error in 2.8.x:
+the Python wrapper (varlen) and the C++ (kvcache) zero-pad it, so the stand-in accepts it too.
+Slow loops on purpose: clarity over speed."""
 import torch
 import torch.nn.functional as F
+
+
+def _check(condition, message, error=RuntimeError):
+    if not condition:
+        raise error(message)
+
+
+def _check_qkv(q, k, v, key_names=("key", "value")):
+    _check(q.dtype in (torch.float16, torch.bfloat16), "FlashAttention only support fp16 and bf16 data type")
+    _check(k.dtype == q.dtype, f"query and {key_names[0]} must have the same dtype")
+    _check(v.dtype == q.dtype, f"query and {key_names[1]} must have the same dtype")
+    _check(q.shape[-1] <= 256, "FlashAttention forward only supports head dimension at most 256")
+    _check(q.shape[-2] % k.shape[-2] == 0, "Number of heads in key/value must divide number of heads in query")
+
+
+def _check_pages(block_table, k_cache):
+    _check(block_table.dtype == torch.int32, "block_table must have dtype torch.int32")
+    _check(block_table.stride(-1) == 1, "block_table must have contiguous last dimension")
+    _check(k_cache.shape[1] % 256 == 0, "Paged KV cache block size must be divisible by 256")
 
 
 def _attend(q, k, v, scale, causal):
@@ -16,16 +43,31 @@ def _attend(q, k, v, scale, causal):
     return torch.einsum("hqk,khd->qhd", F.softmax(s, -1), v.float()).to(q.dtype)
 
 
+def _pages(cache, block_table, b, n):
+    """The first n tokens of sequence b of a paged cache (num_blocks, page, Hk, D)."""
+    page = cache.shape[1]
+    blocks = block_table[b, :-(-n // page)].long()
+    return cache[blocks].reshape(-1, *cache.shape[2:])[:n]
+
+
 def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p=0.0,
                            softmax_scale=None, causal=False, window_size=(-1, -1), softcap=0.0, alibi_slopes=None,
                            deterministic=False, return_attn_probs=False, block_table=None):
-    assert cu_seqlens_q.dtype == torch.int32 and cu_seqlens_k.dtype == torch.int32
+    _check_qkv(q, k, v)
+    _check(cu_seqlens_q.dtype == torch.int32, "cu_seqlens_q must have dtype int32")
+    _check(cu_seqlens_k.dtype == torch.int32, "cu_seqlens_k must have dtype int32")
+    _check(len(cu_seqlens_q) == len(cu_seqlens_k), "cu_seqlens_k must have shape (batch_size + 1)")
+    if block_table is not None:
+        _check_pages(block_table, k)
+    q, k, v = (t.contiguous() for t in (q, k, v))  # the Python wrapper copies a non-contiguous last dimension
     out = torch.empty_like(q)
     for i in range(len(cu_seqlens_q) - 1):
         a, b = int(cu_seqlens_q[i]), int(cu_seqlens_q[i + 1])
         c, d = int(cu_seqlens_k[i]), int(cu_seqlens_k[i + 1])
         assert b - a <= max_seqlen_q and d - c <= max_seqlen_k
-        out[a:b] = _attend(q[a:b], k[c:d], v[c:d], softmax_scale, causal)
+        keys, values = (k[c:d], v[c:d]) if block_table is None else \
+            (_pages(k, block_table, i, d - c), _pages(v, block_table, i, d - c))
+        out[a:b] = _attend(q[a:b], keys, values, softmax_scale, causal)
     return out
 
 
@@ -33,17 +75,41 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
                             cache_seqlens=None, cache_batch_idx=None, cache_leftpad=None, block_table=None,
                             softmax_scale=None, causal=False, window_size=(-1, -1), softcap=0.0,
                             rotary_interleaved=True, alibi_slopes=None, num_splits=0, return_softmax_lse=False):
-    assert rotary_cos is None and block_table is None and cache_leftpad is None
+    assert rotary_cos is None and cache_leftpad is None  # not used by model.py
+    _check(k_cache.stride(-1) == 1, "k_cache must have contiguous last dimension", AssertionError)
+    _check(v_cache.stride(-1) == 1, "v_cache must have contiguous last dimension", AssertionError)
+    _check_qkv(q, k_cache, v_cache)
+    _check(q.stride(-1) == 1, "Input tensor must have contiguous last dimension")
+    if k is not None:
+        _check(v is not None, "If key is supplied, value must also be passed in")
+        _check(cache_seqlens is not None, "If key is supplied, seqlens_k must also be passed in")
+        _check(k.dtype == q.dtype, "Key must have the same dtype as query")
+        _check(v.dtype == q.dtype, "Value must have the same dtype as query")
+        _check(k.stride(-1) == 1, "Key tensor must have contiguous last dimension")
+    _check(cache_seqlens is None or cache_seqlens.dtype == torch.int32, "seqlens_k must have dtype int32")
+    if block_table is not None:
+        _check_pages(block_table, k_cache)
+        _check(cache_batch_idx is None, "Paged KVcache does not support cache_batch_idx")
+    _check(cache_batch_idx is None or cache_batch_idx.dtype == torch.int32, "cache_batch_idx must have dtype int32")
     B, Tq = q.shape[:2]
     idx = cache_batch_idx.tolist() if cache_batch_idx is not None else list(range(B))
-    lens = cache_seqlens.tolist()
-    assert cache_seqlens.dtype == torch.int32
+    lens = cache_seqlens.tolist() if cache_seqlens is not None else [k_cache.shape[1]] * B
     out = torch.empty_like(q)
     for b in range(B):
         n = lens[b]
-        if k is not None:  # append the new keys/values in place, as flash-attn does
-            k_cache[idx[b], n:n + k.shape[1]] = k[b]
-            v_cache[idx[b], n:n + v.shape[1]] = v[b]
-            n += k.shape[1]
-        out[b] = _attend(q[b], k_cache[idx[b], :n], v_cache[idx[b], :n], softmax_scale, causal)
+        if block_table is None:
+            if k is not None:  # append the new keys/values in place, as flash-attn does
+                k_cache[idx[b], n:n + k.shape[1]] = k[b]
+                v_cache[idx[b], n:n + v.shape[1]] = v[b]
+                n += k.shape[1]
+            keys, values = k_cache[idx[b], :n], v_cache[idx[b], :n]
+        else:
+            page = k_cache.shape[1]
+            if k is not None:
+                for j in range(k.shape[1]):
+                    block, offset = int(block_table[b, (n + j) // page]), (n + j) % page
+                    k_cache[block, offset], v_cache[block, offset] = k[b, j], v[b, j]
+                n += k.shape[1]
+            keys, values = _pages(k_cache, block_table, b, n), _pages(v_cache, block_table, b, n)
+        out[b] = _attend(q[b], keys, values, softmax_scale, causal)
     return out

@@ -279,3 +279,80 @@ def test_chosen_checkpoint_follows_the_official_rule():
              {"step": 12, "dev_tokens": 10, "dev_acc": 0.70, "saved": False}]  # evaluated, but no checkpoint
     assert train.choose(evals, long_acc=0.756)["step"] == 6
     assert train.choose(evals[2:3], long_acc=0.756) is None
+
+
+def test_bf16_training_runs_the_flash_call_sites(setup, tmp_path, monkeypatch):
+    """dtype=bfloat16 on CPU: FSDP2 mixed precision in a group of one, as on a GPU, with flash-attn's call sites
+    (training, and prefill and decode in the dev evaluation) through the stand-in, which rejects fp32 inputs."""
+    import flash_standin
+    sdpa, flash = tmp_path / "sdpa", tmp_path / "flash"
+    train.main(args(setup, sdpa, dtype="bfloat16", max_steps=3))
+    monkeypatch.setattr(M, "flash_attn", flash_standin)
+    monkeypatch.setattr(M.Transformer, "attn_backend", "flash")
+    train.main(args(setup, flash, dtype="bfloat16", max_steps=3))
+    for a, b in zip(metrics(sdpa), metrics(flash)):
+        if "loss" in a:
+            assert b["loss"] == pytest.approx(a["loss"], rel=2e-2)
+    assert [m["step"] for m in metrics(flash) if "dev_acc" in m] == [3]
+    # the checkpoint keeps the base model's dtype (these tiny models are float32) with the float32 master weights
+    assert {t.dtype for t in weights(flash / "step_000003").values()} == {torch.float32}
+    # an fp32 forward does not pass the stand-in, as it would not pass the real kernel
+    m = M.Transformer.from_pretrained(setup / "model")
+    with pytest.raises(RuntimeError, match="only support fp16 and bf16"):
+        m(torch.tensor([[1, 2, 3]]))
+
+
+def test_bf16_checkpoints_resume_exactly(setup, tmp_path):
+    """A bf16 base model (as R1-Distill is) gives bf16 checkpoints, loadable as they are, plus float32 master
+    weights in train_state/, from which a resumed run continues bit for bit."""
+    import shutil
+    base = tmp_path / "bf16-model"
+    M.Transformer.from_pretrained(setup / "model").save_pretrained(base, dtype=torch.bfloat16)
+    for f in train.tokenizer_files(setup / "model"):
+        shutil.copy2(f, base / f.name)
+    full, split = tmp_path / "full", tmp_path / "split"
+    train.main(args(setup, full, model=base))
+    train.main(args(setup, split, model=base, max_steps=3))
+    train.main(args(setup, split, model=base, resume=True))
+    for out in (full, split):
+        assert {t.dtype for t in weights(out / "step_000006").values()} == {torch.bfloat16}
+        assert json.loads((out / "step_000006" / "config.json").read_text())["torch_dtype"] == "bfloat16"
+    master = lambda out: load_file(str(out / "step_000006" / "train_state" / "master-rank00000-of-00001.safetensors"))
+    assert all(torch.equal(master(full)[k], master(split)[k]) for k in master(full))
+    assert all(t.dtype == torch.float32 for t in master(full).values())
+    assert metrics(full) == metrics(split)
+    # without its master weights a bf16 checkpoint cannot continue exactly: a clear refusal, not a silent rounding
+    (split / "step_000006" / "train_state" / "master-rank00000-of-00001.safetensors").unlink()
+    with pytest.raises(SystemExit, match="cannot be resumed exactly"):
+        train.main(args(setup, split, model=base, resume=True, max_steps=9))
+
+
+def _load_shards(rank, world, store_path, model_dir, out):
+    """One process of test_each_process_reads_only_its_shard."""
+    import torch.distributed as dist
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", store=dist.FileStore(str(store_path), world), rank=rank, world_size=world)
+    requests = []
+    real = M.Weights.read
+    M.Weights.read = lambda self, key, dtype, device, rows=None: requests.append((key, rows)) or \
+        real(self, key, dtype, device, rows)
+    model = train.build_model(train.TrainConfig(), Path(model_dir), None, torch.device("cpu"), torch.float32, True)
+    full = {k: train.full(v) for k, v in model.state_dict().items()}  # collective
+    if rank == 0:
+        torch.save({"requests": requests, "full": full}, out)
+    dist.destroy_process_group()
+
+
+def test_each_process_reads_only_its_shard(setup, tmp_path):
+    """Sharded loading: the model is built on the meta device and every process reads only the rows of its own
+    FSDP2 shard of each tensor from the safetensors files, never a whole model; gathered back, it is the model."""
+    import torch.multiprocessing as mp
+    mp.start_processes(_load_shards, args=(2, tmp_path / "store", setup / "model", tmp_path / "rank0.pt"), nprocs=2,
+                       start_method="spawn")
+    got = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    ref = M.Transformer.from_pretrained(setup / "model").state_dict()
+    for key, rows in got["requests"]:
+        n = ref[key].shape[0]
+        assert rows == (0, -(-n // 2)), key  # rank 0's half of the first dimension, nothing more
+    assert {k for k, _ in got["requests"]} == set(M.weight_shapes(M.Transformer.from_pretrained(setup / "model")))
+    assert all(torch.equal(got["full"][k], ref[k]) for k in ref)
