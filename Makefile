@@ -92,7 +92,7 @@ $(DEMO)/bounds.done: $(DEMO)/long.done $(DEMO)/short.done
 
 $(DEMO)/system2.done: $(DEMO)/long.done
 	$(PY) data/build.py system2 --model $(call last,long) --problems $(DEMO)/data/s2_problems.jsonl \
-		--out $(DEMO)/system2.jsonl --n $(SAMPLES) --seed $(SEED) $(SAMPLING)
+		--out $(DEMO)/system2.jsonl --samples $(SAMPLES) --seed $(SEED) $(SAMPLING)
 	touch $@
 
 $(DEMO)/tldr.done $(DEMO)/static.done: $(DEMO)/%.done: $(DEMO)/bounds.done $(DEMO)/system2.done
@@ -121,10 +121,13 @@ $(DEMO)/report.done: $(DEMO)/eval-long.done $(DEMO)/eval-short.done $(DEMO)/eval
 # written atomically by its script (a killed stage leaves no output and reruns; the sampling stages also resume
 # from their .samples.jsonl), so `make reproduce-7b` again continues where it stopped. The models are Hugging
 # Face directories under MODEL_DIR; training runs under torchrun (TORCHRUN_FLAGS: NPROC per node, or the
-# rendezvous flags of a multi-node job), the data stages and evaluations on one GPU each.
+# rendezvous flags of a multi-node job), the sampling stages under torchrun on the NPROC GPUs of one node.
 MODEL_DIR      ?= models
 NPROC          ?= 8
 TORCHRUN_FLAGS ?= --nproc_per_node=$(NPROC)
+# the sampling stages (data, bounds, evaluations) on every GPU of this node: each process answers its share and
+# rank 0 merges the parts (the same bytes as one process)
+DATA_PARALLEL  ?= $(PY) -m torch.distributed.run --nproc_per_node=$(NPROC)
 BENCH_DIR      ?= data/bench
 RUN            ?= out/r1_7b
 RECIPE         ?= config/r1_7b.py
@@ -165,18 +168,18 @@ $(RUN)/dev.jsonl: $(BENCH_DIR)/aime_1983_2023.jsonl
 
 $(RUN)/system1.jsonl: $(BENCH_DIR)/gsm8k_train.jsonl
 	$(call need_model,$(SHORT_MODEL))
-	$(PY) data/build.py system1 --model $(SHORT_MODEL) --problems $< --out $@ --n 1 --temperature 0.7 \
+	$(DATA_PARALLEL) data/build.py system1 --model $(SHORT_MODEL) --problems $< --out $@ --samples 1 --temperature 0.7 \
 		--max_new_tokens $(S1_MAX_NEW)
 
 $(RUN)/system2.jsonl: $(BENCH_DIR)/s1k.jsonl
 	$(call need_model,$(LONG_MODEL))
-	$(PY) data/build.py system2 --model $(LONG_MODEL) --problems $< --out $@ --n $(S2_SAMPLES) --temperature 0.7 \
+	$(DATA_PARALLEL) data/build.py system2 --model $(LONG_MODEL) --problems $< --out $@ --samples $(S2_SAMPLES) --temperature 0.7 \
 		--max_new_tokens $(S2_MAX_NEW)
 
 $(RUN)/bounds.json: $(RUN)/dev.jsonl
 	$(call need_model,$(SHORT_MODEL))
 	$(call need_model,$(LONG_MODEL))
-	$(PY) data/build.py bounds --short $(SHORT_MODEL) --long $(LONG_MODEL) --problems $< --out $@ $(DEV_SAMPLING)
+	$(DATA_PARALLEL) data/build.py bounds --short $(SHORT_MODEL) --long $(LONG_MODEL) --problems $< --out $@ $(DEV_SAMPLING)
 
 # TLDR; chosen.json (the paper's checkpoint choice) is written when the run has finished
 $(RUN)/tldr/chosen.json: $(RUN)/system1.jsonl $(RUN)/system2.jsonl $(RUN)/dev.jsonl $(RUN)/bounds.json
@@ -188,12 +191,12 @@ $(RUN)/tldr/chosen.json: $(RUN)/system1.jsonl $(RUN)/system2.jsonl $(RUN)/dev.js
 
 $(RUN)/eval/base/summary.json: $(addprefix $(BENCH_DIR)/,gsm8k_test.jsonl math500.jsonl aime24.jsonl amc23.jsonl)
 	$(call need_model,$(LONG_MODEL))
-	$(PY) evaluate.py --model $(LONG_MODEL) --bench gsm8k,math500,aime24,amc23 --protocol tldr-paper \
+	$(DATA_PARALLEL) evaluate.py --model $(LONG_MODEL) --bench gsm8k,math500,aime24,amc23 --protocol tldr-paper \
 		--data-dir $(BENCH_DIR) --out-dir $(RUN)/eval/base $(EVAL_FLAGS)
 
 # the paper's table: the base model against TLDR on the four benchmarks, with the token reduction
 $(RUN)/eval/tldr/summary.json: $(RUN)/tldr/chosen.json $(RUN)/eval/base/summary.json
-	$(PY) evaluate.py --model $$($(chosen_checkpoint) $<) \
+	$(DATA_PARALLEL) evaluate.py --model $$($(chosen_checkpoint) $<) \
 		--bench gsm8k,math500,aime24,amc23 --protocol tldr-paper --data-dir $(BENCH_DIR) --out-dir $(RUN)/eval/tldr \
 		--compare $(RUN)/eval/base/summary.json $(EVAL_FLAGS)
 

@@ -12,12 +12,14 @@ and all numbers are also written to out/bench.json (out/gpu_check.json for --gpu
 
 import contextlib
 import json
+import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+import torch.utils._python_dispatch
 
 sys.path.insert(0, str(Path(__file__).parent / "data"))
 import model as M  # noqa: E402
@@ -25,41 +27,70 @@ import sample  # noqa: E402
 import tiny  # noqa: E402
 
 RESULTS = {}
+ROUNDS = 5  # each timed comparison runs ours and the reference alternately this many times; the median counts
+TRAIN_ROUNDS = 3
 
 
-def report(name, ours, ref, unit, **extra):
-    ratio = ours / ref if ref else float("inf") if ours else 1.0
+def report(name, ours, ref, unit, ratio=None, **extra):
+    ratio = ratio if ratio is not None else ours / ref if ref else float("inf") if ours else 1.0
     RESULTS[name] = {"ours": ours, "reference": ref, "unit": unit, "ratio": ratio, **extra}
     print(f"bench {name}: ours {ours:.4g} {unit}, reference {ref:.4g} {unit}, ratio {ratio:.2f}x", flush=True)
 
 
-def bench_generate(workdir: Path):
-    """sample.generate against transformers' model.generate: the same model, prompts and greedy settings,
-    batches of 32, outputs of varied length (a stop token chosen so rows end at widely different steps)."""
-    from transformers import AutoModelForCausalLM
+def interleaved(ours, reference, rounds=ROUNDS):
+    """Seconds of each side over `rounds` rounds, ours then the reference in every round (after one warm-up
+    each): the machine's noise falls on both sides alike, and the median ratio ignores an unlucky round."""
+    ours(), reference()
+    times = {"ours": [], "reference": []}
+    for _ in range(rounds):
+        for name, fn in (("ours", ours), ("reference", reference)):
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def varied_stop(outputs: list[list[int]], limit: int) -> int:
+    """A stop token that the model emits at widely varied steps, so that the outputs vary in length as R1's
+    answers do (the token whose first occurrence varies most, among those that end the outputs at under 40% of
+    the limit on average). Greedy tokens before it do not change."""
+    def lengths(v):
+        return torch.tensor([float(t.index(v) + 1 if v in t else limit) for t in outputs])
+    return max(sorted(set(sum(outputs, []))), key=lambda v: lengths(v).std() if lengths(v).mean() < 0.4 * limit else 0)
+
+
+def long_tailed_stop(outputs: list[list[int]], limit: int) -> int:
+    """A stop token that makes most outputs short and a few run to the limit: the token that ends the most
+    outputs within a sixth of the limit while at least one output never emits it."""
+    def score(v):
+        lengths = [t.index(v) + 1 if v in t else limit for t in outputs]
+        return sum(n <= limit // 6 for n in lengths) if limit in lengths else -1
+    return max(sorted(set(sum(outputs, []))), key=score)
+
+
+def generation_setup(workdir: Path):
+    """The bench model (a random Qwen2 with decisive logits), 128 short prompts, and their greedy outputs."""
     path = tiny.make_model(workdir / "gen", "qwen2", hidden=256, layers=4, heads=8, kv_heads=2, intermediate=512,
                            init_std=0.3, seed=0)
     tok = sample.load_tokenizer(path)
     ours = M.Transformer.from_pretrained(path)
-    ref = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
-    # R1-like shape: short prompts, outputs from a few tokens to many times the mean
-    problems = [f"{i * 37 % 101} * {i * 53 % 89} = ?" for i in range(128)]
-    prompts = [sample.prompt_ids(tok, p) for p in problems]
-    max_new, batch = 400, 32
+    prompts = [sample.prompt_ids(tok, f"{i * 37 % 101} * {i * 53 % 89} = ?") for i in range(128)]
+    free = [o[0].tokens for o in sample.generate(ours, prompts, max_new_tokens=400, batch_size=32)]
+    return path, tok, ours, prompts, free
 
-    # pick a stop token that the model emits at widely varied steps (greedy tokens before it do not change)
-    free = [o[0].tokens for o in sample.generate(ours, prompts, max_new_tokens=max_new, batch_size=batch)]
-    def lengths(v):
-        return torch.tensor([float(t.index(v) + 1 if v in t else max_new) for t in free])
-    stop = max(set(sum(free, [])), key=lambda v: lengths(v).std() if lengths(v).mean() < 0.4 * max_new else 0)
-    lens = lengths(stop)
-    print(f"generation: {len(prompts)} prompts of {min(map(len, prompts))}-{max(map(len, prompts))} tokens, "
-          f"batch {batch}, greedy, up to {max_new} new tokens; output lengths min {lens.min():.0f} "
-          f"mean {lens.mean():.0f} max {lens.max():.0f}", flush=True)
+
+def bench_generate(workdir: Path):
+    """sample.generate against transformers' model.generate: the same model, prompts and greedy settings,
+    batches of 32, outputs of long-tailed lengths; the tokens must be identical."""
+    from transformers import AutoModelForCausalLM
+    path, tok, ours, prompts, free = generation_setup(workdir)
+    ref = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    max_new, batch, stop = 400, 32, varied_stop(free, 400)
+    outputs = {}
 
     def run_ours():
         outs = sample.generate(ours, prompts, max_new_tokens=max_new, stop_ids=[stop], batch_size=batch)
-        return [o[0].tokens for o in outs]
+        outputs["ours"] = [o[0].tokens for o in outs]
 
     @torch.no_grad()
     def run_ref():
@@ -73,22 +104,108 @@ def bench_generate(workdir: Path):
             out = ref.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new, do_sample=False,
                                eos_token_id=[stop], pad_token_id=tok.pad_token_id)[:, width:].tolist()
             got += [g[:g.index(stop) + 1] if stop in g else g for g in out]
-        return got
+        outputs["reference"] = got
 
-    timings = {}
-    for name, fn in (("ours", run_ours), ("reference", run_ref)):
-        fn()  # warm-up
-        t0 = time.perf_counter()
-        tokens = fn()
-        timings[name] = (time.perf_counter() - t0, tokens)
-    same = timings["ours"][1] == timings["reference"][1]
-    n_tokens = sum(map(len, timings["ours"][1]))
-    print(f"generation: identical greedy tokens: {same}; {n_tokens} tokens; ours {timings['ours'][0]:.2f} s, "
-          f"transformers {timings['reference'][0]:.2f} s", flush=True)
-    if not same:
+    times = interleaved(run_ours, run_ref)
+    lens = [len(t) for t in outputs["ours"]]
+    n_tokens = sum(lens)
+    print(f"generation: {len(prompts)} prompts of {min(map(len, prompts))}-{max(map(len, prompts))} tokens, batch "
+          f"{batch}, greedy, up to {max_new} new tokens; output lengths min {min(lens)} mean {n_tokens / len(lens):.0f}"
+          f" max {max(lens)}; identical greedy tokens: {outputs['ours'] == outputs['reference']}", flush=True)
+    if outputs["ours"] != outputs["reference"]:
         raise SystemExit("bench generate: sample.py and model.generate disagree on greedy tokens")
-    report("generate", n_tokens / timings["ours"][0], n_tokens / timings["reference"][0], "tok/s",
-           identical_tokens=same, tokens=n_tokens)
+    ratios = [r / o for o, r in zip(times["ours"], times["reference"])]
+    print(f"generation: seconds per round, ours {[round(t, 2) for t in times['ours']]}, transformers "
+          f"{[round(t, 2) for t in times['reference']]}", flush=True)
+    report("generate", n_tokens / statistics.median(times["ours"]), n_tokens / statistics.median(times["reference"]),
+           "tok/s", ratio=statistics.median(ratios), identical_tokens=True, tokens=n_tokens, ratios=ratios)
+
+
+def bench_kv_memory(workdir: Path):
+    """KV-cache memory of a long-tailed generation (most answers short, a few at the limit): the paged engine
+    (16-token pages, granted as rows grow: its peak of pages in use) against slots of the longest length per row
+    (what a slot engine reserves); the outputs must be identical."""
+    _, _, ours, prompts, free = generation_setup(workdir)
+    stop = long_tailed_stop(free, 400)
+    paged, slots = {}, {}
+    a = sample.generate(ours, prompts, max_new_tokens=400, stop_ids=[stop], batch_size=32, page_size=16, stats=paged)
+    longest = max(map(len, prompts)) + 400
+    b = sample.generate(ours, prompts, max_new_tokens=400, stop_ids=[stop], batch_size=32, page_size=longest,
+                        stats=slots)
+    if [o[0].tokens for o in a] != [o[0].tokens for o in b]:
+        raise SystemExit("bench kv_memory: the paged and the slot layout disagree")
+    mb = 2**20
+    report("kv_memory", paged["peak_pages"] * paged["page_bytes"] / mb, slots["pages"] * slots["page_bytes"] / mb, "MB",
+           identical_tokens=True)
+
+
+SYNC_OPS = {"_local_scalar_dense", "nonzero", "masked_select", "unique_dim", "_unique2", "item"}
+
+
+class OpCounter(torch.utils._python_dispatch.TorchDispatchMode):
+    """Counts aten operations, and the host syncs among them (reads of a device value back to the host: item,
+    bool(), nonzero, ..., and Tensor.tolist, which CPU tensors serve without an aten op)."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops, self.syncs = 0, 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops += 1
+        self.syncs += func.overloadpacket.__name__ in SYNC_OPS
+        return func(*args, **(kwargs or {}))
+
+    def __enter__(self):
+        self.tolist = torch.Tensor.tolist
+        torch.Tensor.tolist = lambda t: (setattr(self, "syncs", self.syncs + 1), self.tolist(t))[1]
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        torch.Tensor.tolist = self.tolist
+        return super().__exit__(*exc)
+
+
+def layer_ops(layer, step) -> int:
+    """aten operations inside one decoder layer during step()."""
+    counter = OpCounter()
+    hooks = [layer.register_forward_pre_hook(lambda m, a: counter.__enter__() and None),
+             layer.register_forward_hook(lambda m, a, o: counter.__exit__(None, None, None) and None)]
+    step()
+    for h in hooks:
+        h.remove()
+    return counter.ops
+
+
+@torch.no_grad()
+def bench_decode_ops(workdir: Path):
+    """A decode step of 32 rows on the bench model, counted op by op (no timing, so no noise): aten operations
+    per decoder layer, and host syncs per step, ours (the engine's step: model, sampling, bookkeeping) against
+    transformers' (a forward with its cache, and generate's per-step work, counted over a whole generate)."""
+    from transformers import AutoModelForCausalLM, DynamicCache
+    path, tok, ours, prompts, _ = generation_setup(workdir)
+    ref = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    batch = [p[:60] for p in prompts[:32]]
+    engine = sample.Engine(ours, 33, 128, 32, 8192, (0.0, 1.0, 0), set(), False)
+    engine.waiting.extend(sample.Sequence(i, p, 50, 0) for i, p in enumerate(batch))
+    engine.step()  # the prefill
+    ours_ops = layer_ops(ours.model.layers[0], engine.step)
+    counter = OpCounter()
+    with counter:
+        for _ in range(10):
+            engine.step()
+    ours_syncs = counter.syncs / 10
+    ids = torch.tensor(batch)
+    cache = DynamicCache(config=ref.config)
+    out = ref(ids, past_key_values=cache, use_cache=True)
+    ref_ops = layer_ops(ref.model.layers[0], lambda: ref(out.logits[:, -1:].argmax(-1), past_key_values=cache,
+                                                           use_cache=True))
+    counter = OpCounter()
+    with counter:
+        ref.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=11, min_new_tokens=11, do_sample=False,
+                     pad_token_id=0)
+    ref_syncs = counter.syncs / 11
+    report("decode_ops", ours_ops, ref_ops, "ops/layer")
+    report("decode_syncs", ours_syncs, ref_syncs, "syncs/step")
 
 
 def train_side(side, path, examples, steps, global_batch, row_tokens, micro_batch):
@@ -146,14 +263,21 @@ def bench_train(workdir: Path):
           f"{steps} steps of {global_batch} examples; ours: packed rows of {row_tokens} tokens; reference: "
           f"micro-batches of {micro_batch} padded examples", flush=True)
     ctx = multiprocessing.get_context("spawn")
-    results = {}
-    for side in ("ours", "reference"):
-        with ctx.Pool(1) as pool:
-            results[side] = pool.apply(train_side, (side, path, examples, steps, global_batch, row_tokens, micro_batch))
-    (ours, ours_mem), (ref, ref_mem) = results["ours"], results["reference"]
-    print(f"training: peak memory (max RSS) ours {ours_mem:.0f} MB, reference {ref_mem:.0f} MB", flush=True)
-    report("train", ours, ref, "completion tok/s", peak_rss_mb={"ours": ours_mem, "reference": ref_mem})
-    report("train_memory", ours_mem, ref_mem, "MB")
+    rounds = {"ours": [], "reference": []}
+    for _ in range(TRAIN_ROUNDS):  # alternately, each side in a fresh process (so its peak memory is its own)
+        for side in ("ours", "reference"):
+            with ctx.Pool(1) as pool:
+                rounds[side].append(pool.apply(train_side, (side, path, examples, steps, global_batch, row_tokens,
+                                                             micro_batch)))
+    speed = {side: [r[0] for r in runs] for side, runs in rounds.items()}
+    memory = {side: statistics.median(r[1] for r in runs) for side, runs in rounds.items()}
+    ratios = [o / r for o, r in zip(speed["ours"], speed["reference"])]
+    print(f"training: completion tok/s per round, ours {[round(x) for x in speed['ours']]}, reference "
+          f"{[round(x) for x in speed['reference']]}; peak memory (max RSS) ours {memory['ours']:.0f} MB, "
+          f"reference {memory['reference']:.0f} MB", flush=True)
+    report("train", statistics.median(speed["ours"]), statistics.median(speed["reference"]), "completion tok/s",
+           ratio=statistics.median(ratios), ratios=ratios)
+    report("train_memory", memory["ours"], memory["reference"], "MB")
 
 
 # -----------------------------------------------------------------------------
@@ -375,6 +499,8 @@ def main():
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as d:
         bench_generate(Path(d))
+        bench_kv_memory(Path(d))
+        bench_decode_ops(Path(d))
         bench_train(Path(d))
     Path("out").mkdir(exist_ok=True)
     Path("out/bench.json").write_text(json.dumps(RESULTS, indent=2))

@@ -6,6 +6,7 @@ the DeepSeek-R1 prompt, grade the final answers with grade.py, and report accura
     python evaluate.py --model out/base --bench math500 --protocol deepseek --max-new-tokens 16384
     python evaluate.py --model out/tldr --bench gsm8k,math500,aime24,amc23 \\
         --compare out/eval/base-tldr-paper/summary.json          # adds token reduction and accuracy change
+    torchrun --nproc_per_node=8 evaluate.py --model out/tldr      # every GPU answers its share
 
 Responses, summary.json and summary.md go to --out-dir. Benchmarks are JSON Lines with "id", "problem",
 "answer" in --data-dir (default data/bench, written by `python data/prepare.py`; the tests use
@@ -215,7 +216,7 @@ def read_benchmarks(args):
     return problems
 
 
-def claim_out_dir(out_dir: Path, stamp: dict):
+def claim_out_dir(out_dir: Path, stamp: dict, write=True):
     """Responses made with other settings must not be mixed into this run's numbers: an --out-dir remembers
     the model and settings its responses were made with, and refuses others."""
     from common import atomic_write_text
@@ -226,7 +227,8 @@ def claim_out_dir(out_dir: Path, stamp: dict):
             diff = ", ".join(f"{k}: {old.get(k)} -> {v}" for k, v in stamp.items() if old.get(k) != v)
             sys.exit(f"error: {out_dir} holds responses made with other settings ({diff}); "
                      f"pass another --out-dir or delete it")
-    atomic_write_text(out_dir / "settings.json", json.dumps(stamp, indent=1) + "\n")
+    if write:
+        atomic_write_text(out_dir / "settings.json", json.dumps(stamp, indent=1) + "\n")
 
 
 def grade_benchmark(name, problems, done, n, workers):
@@ -243,6 +245,23 @@ def grade_benchmark(name, problems, done, n, workers):
     return selected
 
 
+def protocol_settings(args) -> dict:
+    protocol = PROTOCOLS[args.protocol]
+    return {"protocol": args.protocol,
+            "temperature": protocol["temperature"] if args.temperature is None else args.temperature,
+            "top_p": protocol["top_p"] if args.top_p is None else args.top_p,
+            "max_new_tokens": args.max_new_tokens or protocol["max_new_tokens"],
+            "seed": args.seed}
+
+
+def read_baseline(path):
+    base = _read_json(path, "the baseline summary")
+    if not (isinstance(base.get("benchmarks"), dict) and all(
+            isinstance(m, dict) and {"accuracy", "tokens"} <= set(m) for m in base["benchmarks"].values())):
+        sys.exit(f"error: {path} is not a summary.json written by evaluate.py (--compare needs one)")
+    return base
+
+
 def run_evaluation(args):
     import torch  # the model and the engine need torch; grading does not, so it is imported here
 
@@ -250,34 +269,25 @@ def run_evaluation(args):
     from common import atomic_write_text, jsonl_text
     from model import Transformer, attention_summary
 
-    problems = read_benchmarks(args)
-    protocol = PROTOCOLS[args.protocol]
-    settings = {"protocol": args.protocol,
-                "temperature": protocol["temperature"] if args.temperature is None else args.temperature,
-                "top_p": protocol["top_p"] if args.top_p is None else args.top_p,
-                "max_new_tokens": args.max_new_tokens or protocol["max_new_tokens"],
-                "seed": args.seed}
-    base = _read_json(args.compare, "the baseline summary") if args.compare else None
-    if base is not None and not (isinstance(base.get("benchmarks"), dict) and all(
-            isinstance(m, dict) and {"accuracy", "tokens"} <= set(m) for m in base["benchmarks"].values())):
-        sys.exit(f"error: {args.compare} is not a summary.json written by evaluate.py (--compare needs one)")
+    problems, settings = read_benchmarks(args), protocol_settings(args)
+    base = read_baseline(args.compare) if args.compare else None
     out_dir = Path(args.out_dir or Path("out") / "eval" / f"{Path(args.model).resolve().name}-{args.protocol}")
-    claim_out_dir(out_dir, {"model": str(Path(args.model).resolve()), **settings})
-
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    rank, _, device = sample.start_processes()  # under torchrun every process answers its share of each benchmark
+    claim_out_dir(out_dir, {"model": str(Path(args.model).resolve()), **settings}, write=rank == 0)
     dtype = args.dtype or ("bfloat16" if device.startswith("cuda") else "float32")
     try:
         tok = sample.load_tokenizer(args.model)
         model = Transformer.from_pretrained(args.model, dtype=getattr(torch, dtype), device=device)
     except (OSError, ValueError) as e:
         sys.exit(f"error: {e}")
-    print(attention_summary(device, model.lm_head.weight.dtype))
+    log = print if rank == 0 else (lambda *a, **k: None)
+    log(attention_summary(device, model.lm_head.weight.dtype))
 
     summary = {"model": args.model, "settings": settings, "benchmarks": {}}
     for b, rows in problems.items():
-        n = args.samples or protocol["samples"].get(b, 1)
+        n = args.samples or PROTOCOLS[args.protocol]["samples"].get(b, 1)
         out = out_dir / f"{b}.jsonl"
-        print(f"evaluate: {b}: {len(rows)} problems x {n} samples -> {out}")
+        log(f"evaluate: {b}: {len(rows)} problems x {n} samples -> {out}")
         keep = ("id", "problem", "answer", "level")
         # sample_file appends each completion as it finishes and skips the (id, sample) pairs already done
         try:
@@ -286,12 +296,18 @@ def run_evaluation(args):
                                       temperature=settings["temperature"], top_p=settings["top_p"], seed=args.seed)
         except ValueError as e:  # a damaged responses file
             sys.exit(f"error: {e}")
+        if rank != 0:
+            continue  # rank 0 grades and reports
         t0 = time.time()
         graded = grade_benchmark(b, rows, done, n, args.workers)
         atomic_write_text(out, jsonl_text(done))  # every line kept, also those of an earlier, larger run
         m = summary["benchmarks"][b] = bench_metrics(rows, graded, n)
-        print(f"evaluate: {b}: accuracy {100 * m['accuracy']:.1f}% (paper's rules {100 * m['accuracy_paper']:.1f}%), "
-              f"mean tokens {_fmt(m['tokens'])} (graded in {time.time() - t0:.1f} s)")
+        log(f"evaluate: {b}: accuracy {100 * m['accuracy']:.1f}% (paper's rules {100 * m['accuracy_paper']:.1f}%), "
+            f"mean tokens {_fmt(m['tokens'])} (graded in {time.time() - t0:.1f} s)")
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    if rank != 0:
+        return None
     if base:
         summary["compare"] = {"baseline": args.compare, "benchmarks": compare_summaries(summary, base)}
     atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=1) + "\n")
@@ -317,7 +333,6 @@ def main(argv=None):
     p.add_argument("--limit", type=_positive, help="only the first N problems of each benchmark (a quick look)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=_positive, default=32, help="sequences decoded at once")
-    p.add_argument("--device", help="default: cuda if available, else cpu")
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
                    help="default: bfloat16 on cuda, else float32")
     p.add_argument("--data-dir", default=str(ROOT / "data" / "bench"), help="benchmark files (default data/bench)")

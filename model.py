@@ -17,11 +17,12 @@ crosses documents. Training packs examples this way and generation prefills seve
 Attention has two backends with one semantics: flash-attn (varlen for packed rows, with_kvcache for
 decoding) when it is installed and the tensors are on CUDA, torch SDPA otherwise.
 
-KV cache: with `cache` and `slots`, token (b, t) writes its key/value to cache[slots[b, t], positions[b, t]].
-A forward with T > 1 is a prefill (every document in it starts at position 0); with T == 1 it is a decode
-step whose query attends to everything its slot holds up to its position.
+KV cache: a paged cache (KVCache) and a CacheIndex from the engine: every token writes its key and value to its
+slot (page * page_size + offset). A forward with T > 1 is a prefill (packed prompts, each starting at position
+0); with T == 1 it is a decode step in which each row attends to the tokens of its block table.
 """
 
+import itertools
 import json
 import math
 import os
@@ -126,104 +127,131 @@ def rope_inv_freq(cfg: Config) -> torch.Tensor:
 # attention: what every layer of one forward pass needs to know, computed once
 
 class KVCache:
-    """Preallocated keys and values: (layers, slots, kv_heads, max_len, head_dim). Head-major, so a slot's keys of
-    one head are contiguous for the SDPA decode; flash-attn reads the (slots, max_len, kv_heads, head_dim) view
-    through strides (it needs only the last dimension contiguous)."""
+    """A paged KV cache: per layer, pages of `page_size` tokens, head-major: (pages, kv_heads, page_size,
+    head_dim), so that a page of one head is contiguous and the SDPA decode gathers whole pages. flash-attn's
+    paged kernels read the (pages, page_size, kv_heads, head_dim) view through strides (they need only the last
+    dimension contiguous, and pages of a multiple of 256 tokens). A sequence's keys live in the pages of its
+    block table, in order; a token's slot is page * page_size + offset. The engine (sample.py) grants and frees
+    pages. Page 0 is never granted: the padded rows of a bucketed decode step write there."""
 
-    def __init__(self, cfg: Config, n_slots: int, max_len: int, dtype: torch.dtype, device):
-        shape = (cfg.num_hidden_layers, n_slots, cfg.num_key_value_heads, max_len, cfg.head_dim)
-        self.k = torch.zeros(shape, dtype=dtype, device=device)
-        self.v = torch.zeros(shape, dtype=dtype, device=device)
-        self.max_len = max_len
+    def __init__(self, cfg: Config, n_pages: int, page_size: int, dtype: torch.dtype, device):
+        shape = (n_pages, cfg.num_key_value_heads, page_size, cfg.head_dim)
+        self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(cfg.num_hidden_layers)]
+        self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(cfg.num_hidden_layers)]
+        self.n_pages, self.kv_heads, self.page_size = n_pages, cfg.num_key_value_heads, page_size
+        # views made once: a row per head vector (where a token's heads are written), and a row per page of one
+        # head (what the SDPA decode gathers)
+        self.k_rows, self.v_rows = ([t.view(-1, cfg.head_dim) for t in c] for c in (self.k, self.v))
+        self.k_pages, self.v_pages = ([t.view(-1, page_size, cfg.head_dim) for t in c] for c in (self.k, self.v))
+
+    @staticmethod
+    def page_bytes(cfg: Config, page_size: int, dtype: torch.dtype) -> int:
+        return 2 * cfg.num_hidden_layers * page_size * cfg.num_key_value_heads * cfg.head_dim * dtype.itemsize
+
+
+@dataclass
+class CacheIndex:
+    """Where the tokens of a cached forward go and what they attend to: integer tensors the engine builds once
+    per step, in their final dtype, from what it knows on the host (so the forward never waits on the device)."""
+    slots: torch.Tensor                      # (tokens,) int64: the cache slot each token's key and value go to
+    doc_lengths: list | None = None          # prefill: the packed prompts' lengths (each starts at position 0)
+    block_table: torch.Tensor | None = None  # decode: (rows, pages) int32, every row's pages in order
+    seqlens: torch.Tensor | None = None      # decode: (rows,) int32, tokens of each row in the cache before this one
+    first_page: int | None = None            # sdpa decode: the rows hold one page each, first_page, first_page + 1, ...
+    max_len: int = 0                         # sdpa decode: the longest row after this token
 
 
 @dataclass
 class AttnInfo:
     flash: bool
     decode: bool
+    rows: int                                # B: the forward's rows (tokens arrive flattened, B * T of them)
+    cache: KVCache | None = None
+    index: CacheIndex | None = None
     doc_lengths: list | None = None          # sdpa, packed: document lengths in the flattened tokens; None = one per row
     cu_seqlens: torch.Tensor | None = None   # flash, packed: document boundaries in the flattened tokens
     max_seqlen: int = 0
-    cache: KVCache | None = None
-    slots: torch.Tensor | None = None        # (B*T,) slot of every token
-    positions: torch.Tensor | None = None    # (B*T,) position of every token
-    max_len: int = 0                         # sdpa decode: longest slot length needed this step
-    decode_bias: torch.Tensor | None = None  # sdpa decode: (B, 1, 1, L) 0 where a key is visible, -inf past it
-    slots_are_prefix: bool = False           # sdpa decode: the rows are slots 0..B-1 in order
+    head_slots: torch.Tensor | None = None   # sdpa: (tokens * kv_heads,) where each token's head vectors go
+    page_heads: torch.Tensor | None = None   # sdpa decode: (rows * kv_heads * pages,) the page of each row and head
+    decode_bias: torch.Tensor | None = None  # sdpa decode: (rows, 1, 1, keys) 0 where a key is visible, else -inf
 
 
-def attn_info(positions: torch.Tensor, cache, slots, flash: bool) -> AttnInfo:
+def attn_info(positions: torch.Tensor, cache, index: CacheIndex | None, flash: bool) -> AttnInfo:
     B, T = positions.shape
-    decode = cache is not None and T == 1
-    info = AttnInfo(flash=flash, decode=decode, cache=cache)
-    if cache is not None:
-        if slots is None or slots.shape != positions.shape:
-            raise ValueError("a KV-cache forward needs `slots` with the shape of `positions`")
-        if not decode and (positions[:, 0] != 0).any():
-            raise ValueError("a prefill (T > 1) must start every row at position 0")
-        info.slots, info.positions = slots.reshape(-1), positions.reshape(-1)
-        if int(info.positions.max()) >= cache.max_len:
-            raise ValueError(f"position {int(info.positions.max())} is past the KV cache length {cache.max_len}")
-    if decode:
-        info.max_len = int(positions.max()) + 1
-        info.slots_are_prefix = info.slots.tolist() == list(range(B))
-        keep = torch.arange(info.max_len, device=positions.device)[None, :] <= info.positions[:, None]
-        info.decode_bias = torch.zeros(keep.shape, device=positions.device).masked_fill(~keep, float("-inf"))[:, None, None]
+    info = AttnInfo(flash=flash, decode=cache is not None and T == 1, rows=B, cache=cache, index=index)
+    if cache is not None and not flash:  # where every head vector goes, in the head-major pages
+        ps, heads = cache.page_size, torch.arange(cache.kv_heads, device=positions.device)
+        info.head_slots = (((index.slots // ps)[:, None] * len(heads) + heads) * ps + (index.slots % ps)[:, None]).view(-1)
+    if info.decode:
+        if not flash:  # the keys each row reads (its pages, in order) and a mask past its length
+            n_keys = index.max_len if index.first_page is not None else index.block_table.shape[1] * ps
+            if index.first_page is None:
+                info.page_heads = (index.block_table.long()[:, None, :] * len(heads) + heads[:, None]).view(-1)
+            visible = torch.arange(n_keys, device=positions.device) <= index.seqlens[:, None]
+            info.decode_bias = torch.zeros(visible.shape, device=positions.device).masked_fill(
+                ~visible, float("-inf"))[:, None, None]
         return info
-    starts = positions == 0
-    starts[:, 0] = True  # a row always starts a document
-    idx = torch.nonzero(starts.reshape(-1)).flatten()
-    cu_seqlens = torch.cat([idx, torch.tensor([B * T], device=idx.device)])
-    lengths = cu_seqlens[1:] - cu_seqlens[:-1]
+    if index is not None:  # a prefill: the engine knows its documents
+        lengths = index.doc_lengths
+        cu_seqlens = torch.tensor([0, *itertools.accumulate(lengths)], dtype=torch.int32, device=positions.device)
+    else:  # training: a document starts wherever the position is 0
+        starts = positions == 0
+        starts[:, 0] = True  # a row always starts a document
+        idx = torch.nonzero(starts.reshape(-1)).flatten()
+        cu_seqlens = torch.cat([idx, torch.tensor([B * T], device=idx.device)])
+        lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).tolist()
     if flash:
-        info.cu_seqlens, info.max_seqlen = cu_seqlens.to(torch.int32), int(lengths.max())
-    elif len(idx) > B:  # packed rows: SDPA has no varlen kernel, so attention runs document by document
-        info.doc_lengths = lengths.tolist()
+        info.cu_seqlens, info.max_seqlen = cu_seqlens.to(torch.int32), max(lengths)
+    elif len(lengths) > B:  # packed rows: SDPA has no varlen kernel, so attention runs document by document
+        info.doc_lengths = lengths
     return info
 
 
 def attention(q, k, v, info: AttnInfo, layer: int):
-    """q: (B, T, H, D), k/v: (B, T, Hkv, D) -> (B, T, H, D). Writes k/v to the cache when there is one."""
-    B, T, H, D = q.shape
-    cache = info.cache
+    """q: (N, H, D), k/v: (N, Hkv, D) for the N = B * T tokens of the forward -> (N, H, D). Writes k/v to the
+    cache when there is one."""
+    N, H, D = q.shape
+    B, Hkv, cache, index = info.rows, k.shape[1], info.cache, info.index
     if info.flash and info.decode:
-        # appends k/v at cache_seqlens in place, then attends to [0, cache_seqlens] of each slot
+        # appends k/v at cache_seqlens in the row's pages, in place, then attends to all of the row's tokens
         return flash_attn.flash_attn_with_kvcache(
-            q, cache.k[layer].transpose(1, 2), cache.v[layer].transpose(1, 2), k=k, v=v,
-            cache_seqlens=info.positions.to(torch.int32),
-            cache_batch_idx=info.slots.to(torch.int32), causal=True)
-    if cache is not None:
-        cache.k[layer][info.slots, :, info.positions] = k.reshape(B * T, *k.shape[2:])
-        cache.v[layer][info.slots, :, info.positions] = v.reshape(B * T, *v.shape[2:])
+            q.view(B, 1, H, D), cache.k[layer].transpose(1, 2), cache.v[layer].transpose(1, 2), k=k.view(B, 1, Hkv, D),
+            v=v.view(B, 1, Hkv, D), cache_seqlens=index.seqlens, block_table=index.block_table, causal=True).view(N, H, D)
+    if cache is not None and info.flash:
+        ps = cache.page_size  # the token-major view flash-attn reads: (pages, page_size, kv_heads, head_dim)
+        for c, x in ((cache.k[layer], k), (cache.v[layer], v)):
+            c.transpose(1, 2)[index.slots // ps, index.slots % ps] = x
+    elif cache is not None:
+        cache.k_rows[layer].index_copy_(0, info.head_slots, k.view(-1, D))
+        cache.v_rows[layer].index_copy_(0, info.head_slots, v.view(-1, D))
     if info.flash:
-        out = flash_attn.flash_attn_varlen_func(
-            q.reshape(B * T, H, D), k.reshape(B * T, *k.shape[2:]), v.reshape(B * T, *v.shape[2:]),
-            info.cu_seqlens, info.cu_seqlens, info.max_seqlen, info.max_seqlen, causal=True)
-        return out.view(B, T, H, D)
+        return flash_attn.flash_attn_varlen_func(q, k, v, info.cu_seqlens, info.cu_seqlens, info.max_seqlen,
+                                                 info.max_seqlen, causal=True)
     if info.decode:
-        # attend to everything the slot holds up to this token's position. One query per row: a grouped
-        # matmul (the query heads sharing a kv head side by side) is cheaper than SDPA with a mask here.
-        k, v = cache.k[layer][:, :, :info.max_len], cache.v[layer][:, :, :info.max_len]   # (slots, Hkv, L, D)
-        if info.slots_are_prefix:  # the usual full batch: a view, no copy
-            k, v = k[:B], v[:B]
+        # one query per row against the row's keys; the query heads that share a kv head are the "queries" of one
+        # SDPA call, masked past each row's length. When every row holds one page, in order (the CPU default: a
+        # page per sequence), the keys are a view of the cache; otherwise they are gathered page by page (a page
+        # of one head is contiguous)
+        if index.first_page is not None:
+            rows = slice(index.first_page, index.first_page + B)
+            keys, values = cache.k[layer][rows, :, :index.max_len], cache.v[layer][rows, :, :index.max_len]
         else:
-            k, v = k.index_select(0, info.slots), v.index_select(0, info.slots)
-        Hkv = k.shape[1]
-        scores = q.view(B, Hkv, H // Hkv, D) @ k.transpose(-1, -2) * D ** -0.5   # (B, Hkv, G, L)
-        probs = torch.softmax(scores.float() + info.decode_bias, -1).to(v.dtype)
-        return (probs @ v).view(B, 1, H, D)
+            keys = cache.k_pages[layer].index_select(0, info.page_heads).view(B, Hkv, -1, D)   # (B, Hkv, L, D)
+            values = cache.v_pages[layer].index_select(0, info.page_heads).view(B, Hkv, -1, D)
+        out = F.scaled_dot_product_attention(q.view(B, Hkv, H // Hkv, D), keys, values, attn_mask=info.decode_bias)
+        return out.view(N, H, D)
     if info.doc_lengths is not None:
         # varlen's semantics, one document at a time. Always 4-D (batch, heads, seq, head_dim) with is_causal:
         # only then can torch pick a fused kernel (flash or memory-efficient on CUDA, flash on CPU), which never
         # builds the (seq x seq) score matrix (3 GB per head at 16k tokens in fp32)
         outs = []
-        for qd, kd, vd in zip(*(t.reshape(B * T, *t.shape[2:]).split(info.doc_lengths) for t in (q, k, v))):
+        for qd, kd, vd in zip(*(t.split(info.doc_lengths) for t in (q, k, v))):
             outs.append(F.scaled_dot_product_attention(qd.transpose(0, 1)[None], kd.transpose(0, 1)[None],
                                                        vd.transpose(0, 1)[None], is_causal=True,
                                                        enable_gqa=True)[0].transpose(0, 1))
-        return torch.cat(outs).view(B, T, H, D)
-    out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True, enable_gqa=True)
-    return out.transpose(1, 2)
+        return torch.cat(outs)
+    q, k, v = (t.view(B, N // B, -1, D).transpose(1, 2) for t in (q, k, v))  # one document per row
+    return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True).transpose(1, 2).reshape(N, H, D)
 
 
 # -----------------------------------------------------------------------------
@@ -243,10 +271,9 @@ class RMSNorm(nn.Module):
 
 
 def apply_rope(x, cos, sin):
-    """NeoX-style rotation of the two halves of each head. x: (B, T, H, D), cos/sin: (B, T, D)."""
+    """NeoX-style rotation of the two halves of each head. x: (N, heads, D), cos/sin: (N, 1, D)."""
     x1, x2 = x.chunk(2, dim=-1)
-    rotated = torch.cat((-x2, x1), dim=-1)
-    return x * cos[:, :, None] + rotated * sin[:, :, None]
+    return x * cos + torch.cat((-x2, x1), dim=-1) * sin
 
 
 class SelfAttention(nn.Module):
@@ -262,15 +289,14 @@ class SelfAttention(nn.Module):
             self.k_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps)
 
     def forward(self, x, cos, sin, info: AttnInfo):
-        B, T, _ = x.shape
-        q = self.q_proj(x).view(B, T, self.n_head, self.head_dim)
-        k = self.k_proj(x).view(B, T, self.n_kv, self.head_dim)
-        v = self.v_proj(x).view(B, T, self.n_kv, self.head_dim)
+        N = x.shape[0]  # the tokens of every row, flattened: each linear is then one matrix product
+        q = self.q_proj(x).view(N, self.n_head, self.head_dim)
+        k = self.k_proj(x).view(N, self.n_kv, self.head_dim)
+        v = self.v_proj(x).view(N, self.n_kv, self.head_dim)
         if hasattr(self, "q_norm"):
             q, k = self.q_norm(q), self.k_norm(k)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        y = attention(q, k, v, info, self.layer)
-        return self.o_proj(y.reshape(B, T, -1))
+        return self.o_proj(attention(q, k, v, info, self.layer).view(N, -1))
 
 
 class MLP(nn.Module):
@@ -318,17 +344,21 @@ class Transformer(nn.Module):
         self.register_buffer("inv_freq", rope_inv_freq(cfg), persistent=False)
         self.gradient_checkpointing = False  # recompute each block in backward (train.py --activation_checkpointing)
 
-    def forward(self, input_ids, positions=None, cache: KVCache | None = None, slots=None, targets=None):
+    def uses_flash(self, device) -> bool:
+        return self.attn_backend == "flash" or (self.attn_backend == "auto" and flash_attn is not None
+                                                and torch.device(device).type == "cuda")
+
+    def forward(self, input_ids, positions=None, cache: KVCache | None = None, index: CacheIndex | None = None,
+                targets=None):
         """Hidden states (B, T, hidden_size); with `targets` (B, T; -100 = no loss) the summed cross-entropy
         over the target tokens instead, computed in chunks so the (tokens x vocab) logits never exist at once."""
         B, T = input_ids.shape
         if positions is None:
             positions = torch.arange(T, device=input_ids.device).expand(B, T)
-        flash = self.attn_backend == "flash" or (self.attn_backend == "auto" and flash_attn is not None and input_ids.is_cuda)
-        info = attn_info(positions, cache, slots, flash)
-        x = self.model.embed_tokens(input_ids)
-        freqs = positions[..., None].float() * self.inv_freq.float()  # rotary angles in fp32, like the reference
-        angles = torch.cat((freqs, freqs), dim=-1)
+        info = attn_info(positions, cache, index, self.uses_flash(input_ids.device))
+        x = self.model.embed_tokens(input_ids.reshape(-1))  # (B * T, hidden): the blocks see a list of tokens
+        freqs = positions.reshape(-1, 1).float() * self.inv_freq.float()  # rotary angles in fp32, like the reference
+        angles = torch.cat((freqs, freqs), dim=-1)[:, None]
         cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
         for block in self.model.layers:
             if self.gradient_checkpointing and self.training:
@@ -336,13 +366,13 @@ class Transformer(nn.Module):
             else:
                 x = block(x, cos, sin, info)
         x = self.model.norm(x)
-        return x if targets is None else self.loss_sum(x, targets)
+        return x.view(B, T, -1) if targets is None else self.loss_sum(x, targets.reshape(-1))
 
     def loss_sum(self, x, targets):
         keep = targets != -100
         h, t = x[keep], targets[keep]
         # each chunk's logits are recomputed in backward rather than kept: 16k tokens x 152k vocab is 10 GB
-        total = (x[:, :1] * 0).sum()  # keeps the graph connected (and every parameter in it) when no token counts
+        total = (x[:1] * 0).sum()  # keeps the graph connected (and every parameter in it) when no token counts
         for i in range(0, len(t), self.loss_chunk):
             total = total + torch.utils.checkpoint.checkpoint(
                 cross_entropy_sum, h[i:i + self.loss_chunk], t[i:i + self.loss_chunk], self.lm_head.weight,

@@ -1,37 +1,47 @@
 """
-Batched generation with a preallocated KV cache and continuous batching: when a row finishes (a stop
-token or its token limit) a waiting prompt takes its slot, so long and short answers share the batch.
+Batched generation: a paged KV cache with continuous batching. Every sequence gets pages of the cache as it
+grows and gives them back when it finishes (a stop token or its token limit), and a waiting prompt starts as
+soon as its pages fit, so long and short answers share the batch and the cache holds what is used, not the
+longest possible answer per row. When pages run out, the youngest sequence is preempted and recomputed later.
 
     python sample.py --model DIR --prompt "What is 7 * 8?"
     python sample.py --model DIR --prompts ../shared/data/aime24.jsonl --out out/aime24.jsonl \
-        --n 8 --temperature 0.6 --top_p 0.95 --max_new_tokens 32768
+        --samples 8 --temperature 0.6 --top_p 0.95 --max_new_tokens 32768
+    torchrun --nproc_per_node=8 sample.py --model DIR --prompts ... --out ...   # every GPU its share
 
 The prompts file has one problem per line ({"id": ..., "problem": ...}); each finished completion is
-appended to --out at once, and a rerun skips the (id, sample) pairs already there, so an interrupted run
-loses nothing. From Python (this is what train.py and evaluate.py call):
+appended to a part file at once, and a rerun skips the (id, sample) pairs already done, so an interrupted run
+loses nothing; the output is written in the prompts' order. From Python (what train.py and evaluate.py call):
 
     outs = generate(model, [prompt_ids(tok, "What is 7 * 8?")], max_new_tokens=512, stop_ids=stop_ids(tok))
     outs[0][0].tokens, outs[0][0].finish      # the completion of prompt 0, sample 0; "stop" or "length"
 
-Sampling is reproducible and independent of the batch: the random number behind each token is a hash of
-(seed, prompt tokens, sample number, step), so a completion is the same whatever else shares its batch,
-and an interrupted run resumes with the completions it would have made.
+A decode step builds its integer tensors (positions, block tables, cache slots) once, in their final dtypes,
+for every layer, and reads the device back once: the sampled tokens. On CUDA with flash-attn it is replayed
+as a CUDA graph per bucket of batch sizes. Sampling is reproducible and independent of the batch: the random
+number behind each token is a function of (seed, prompt tokens, sample number, step), drawn for all rows in
+one call, so a completion is the same whatever else shares its batch, and an interrupted or preempted
+sequence continues with the tokens it would have made.
 """
 
 import argparse
 import hashlib
+import heapq
+import itertools
 import json
 import os
 import sys
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 
-from common import read_jsonl
-from model import KVCache, Transformer, attention_summary
+from common import atomic_write_text, read_jsonl
+from model import CacheIndex, KVCache, Transformer, attention_summary
 
 # DeepSeek's recommended instruction for math; the user turn carries it, the answer starts with "<think>\n".
 INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
@@ -90,7 +100,52 @@ def stop_ids(tok) -> list[int]:
 
 
 # -----------------------------------------------------------------------------
-# the engine
+# sampling: batch-independent randomness, and the next token of every row in one call
+
+# splitmix64's constants, as signed 64-bit integers (torch's int64 arithmetic wraps like C's unsigned)
+_GOLDEN, _MIX1, _MIX2 = (c - 2**64 for c in (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB))
+
+
+def sequence_key(seed: int, prompt: list[int], sample: int) -> int:
+    """The random key of one completion: a hash of (seed, prompt tokens, sample number), so that a completion
+    is the same whatever else shares its batch, and a resumed run makes the completions it would have made."""
+    h = hashlib.blake2b(repr((seed, prompt, sample)).encode(), digest_size=8).digest()
+    return int.from_bytes(h, "little") >> 1  # 63 bits: a non-negative int64
+
+
+def uniforms(keys: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
+    """One uniform number in (0, 1) per row, a pure function of (key, step): splitmix64 on int64 tensors, every
+    row at once. `(x >> k) & mask` is the unsigned shift on int64."""
+    x = keys ^ (steps * _GOLDEN)
+    x = (x ^ ((x >> 30) & (2**34 - 1))) * _MIX1
+    x = (x ^ ((x >> 27) & (2**37 - 1))) * _MIX2
+    x = x ^ ((x >> 31) & (2**33 - 1))
+    return (((x >> 11) & (2**53 - 1)).double() + 0.5) / 2**53
+
+
+def sample_tokens(logits, temperature, top_p, top_k, u) -> torch.Tensor:
+    """Next token per row: argmax when temperature is 0, else inverse-CDF sampling with the given uniforms
+    after temperature, top-k and top-p (the order transformers applies them in). Only top-p needs the whole
+    vocabulary sorted; top-k takes its k best; plain sampling walks the vocabulary in its own order."""
+    if temperature == 0:
+        return logits.argmax(-1)
+    probs = torch.softmax(logits.float() / temperature, -1)
+    order = None
+    if top_p < 1.0:
+        probs, order = probs.sort(-1, descending=True)
+        if top_k:
+            probs[:, top_k:] = 0
+        before = probs.cumsum(-1) - probs  # mass of the more likely tokens: keep a token while that is < top_p
+        probs[before >= top_p] = 0
+    elif top_k:
+        probs, order = probs.topk(min(top_k, probs.shape[-1]), -1)
+    cdf = probs.double().cumsum(-1)
+    pick = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None]).clamp_(max=probs.shape[1] - 1)
+    return (pick if order is None else order.gather(1, pick)).squeeze(1)
+
+
+# -----------------------------------------------------------------------------
+# the engine: a paged KV cache, continuous batching, preemption when pages run out
 
 @dataclass
 class Completion:
@@ -98,158 +153,346 @@ class Completion:
     finish: str         # "stop" or "length"
 
 
-def uniforms(seed: int, keys: list[tuple]) -> torch.Tensor:
-    """One uniform number in (0, 1) per key, a pure function of (seed, key): batch-independent randomness."""
-    out = []
-    for key in keys:
-        h = hashlib.blake2b(repr((seed,) + key).encode(), digest_size=8).digest()
-        out.append((int.from_bytes(h, "little") + 0.5) / 2**64)
-    return torch.tensor(out, dtype=torch.float64)
+@dataclass
+class Sequence:
+    number: int                    # position in the outputs: prompt * n + sample
+    prompt: list[int]
+    limit: int                     # new tokens at most
+    key: int                       # its random key (sequence_key)
+    tokens: list = field(default_factory=list)   # generated so far
+    pages: list = field(default_factory=list)    # its block table: the pages holding its keys, in order
+    cached: int = 0                # tokens whose keys are in the cache
 
 
-def sample_tokens(logits, temperature, top_p, top_k, u) -> torch.Tensor:
-    """Next token per row: argmax when temperature is 0, else inverse-CDF sampling with the given uniforms
-    after temperature, top-k and top-p (the order transformers applies them in)."""
-    if temperature == 0:
-        return logits.argmax(-1)
-    logits = logits.float() / temperature
-    probs, order = torch.softmax(logits, -1).sort(-1, descending=True)
-    if top_k:
-        probs[:, top_k:] = 0
-    if top_p < 1.0:
-        before = probs.cumsum(-1) - probs  # mass of the more likely tokens: keep a token while that is < top_p
-        probs[before >= top_p] = 0
-    cdf = probs.double().cumsum(-1)
-    pick = torch.searchsorted(cdf, (u.to(cdf.device) * cdf[:, -1])[:, None]).clamp_(max=probs.shape[1] - 1)
-    return order.gather(1, pick).squeeze(1)
+def decode_buckets(max_rows: int) -> list[int]:
+    """Batch sizes a decode step is padded to (one CUDA graph each): 1, 2, 4, 8, then every 16."""
+    return sorted({b for b in (1, 2, 4, 8) if b < max_rows} | set(range(16, max_rows, 16)) | {max_rows})
+
+
+def capture(fn, pool):
+    """fn's kernels recorded once as a CUDA graph that shares the memory pool `pool`: (replay, pool)."""
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, pool):
+        fn()
+    return graph.replay, graph.pool()
+
+
+class DecodeGraphs:
+    """The decode step captured as one CUDA graph per bucket of batch sizes, replayed with the step's integer
+    tensors copied into static ones (nano-vllm's pattern). Padded rows write into the scratch page 0.
+    With flash-attn only: its kernels do the whole step on the device, where SDPA's decode reads lengths."""
+
+    def __init__(self, model, cache: KVCache, max_rows: int, max_pages: int):
+        device = cache.k[0].device
+        self.buckets, self.replays = decode_buckets(max_rows), {}
+        self.ids = torch.zeros(max_rows, 1, dtype=torch.int64, device=device)
+        self.positions = torch.zeros(max_rows, 1, dtype=torch.int64, device=device)
+        self.seqlens = torch.zeros(max_rows, dtype=torch.int32, device=device)
+        self.block_table = torch.zeros(max_rows, max_pages, dtype=torch.int32, device=device)
+        self.slots = torch.zeros(max_rows, dtype=torch.int64, device=device)
+        self.hidden = torch.zeros(max_rows, 1, model.config.hidden_size, dtype=cache.k[0].dtype, device=device)
+        pool = None
+        for b in reversed(self.buckets):  # the largest first: the others reuse its memory pool
+            index = CacheIndex(self.slots[:b], block_table=self.block_table[:b], seqlens=self.seqlens[:b])
+            step = lambda b=b, index=index: self.hidden[:b].copy_(model(self.ids[:b], self.positions[:b], cache, index))
+            step()  # warm-up (it writes into the scratch page)
+            self.replays[b], pool = capture(step, pool)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def __call__(self, ids, positions, index: CacheIndex):
+        n = len(ids)
+        b = next(x for x in self.buckets if x >= n)
+        for static, value in ((self.ids, ids), (self.positions, positions), (self.seqlens, index.seqlens),
+                              (self.slots, index.slots)):
+            static[n:b].zero_()
+            static[:n] = value
+        self.block_table[:b].zero_()
+        self.block_table[:n, :index.block_table.shape[1]] = index.block_table
+        self.replays[b]()
+        return self.hidden[:n]
+
+
+class Engine:
+    """Continuous batching over a paged KV cache. A sequence is admitted when the pages of its tokens fit (a
+    prompt, or a preempted sequence's prompt and tokens so far: recomputed), gets a page whenever its next token
+    starts one, and gives its pages back when it finishes. When a decode step finds no free page, the youngest
+    sequence is preempted: its pages are freed and it waits at the front of the queue to be prefilled again."""
+
+    def __init__(self, model, n_pages, page_size, batch_size, max_prefill_tokens, sampling, stops, cuda_graphs):
+        self.model, self.device = model, model.lm_head.weight.device
+        self.cache = KVCache(model.config, n_pages, page_size, model.lm_head.weight.dtype, self.device)
+        # free pages, the lowest granted first, so that the pages in use stay packed at the start of the cache;
+        # page 0 is scratch, never granted
+        self.page_size, self.free = page_size, list(range(1, n_pages))
+        self.batch_size, self.max_prefill_tokens = batch_size, max_prefill_tokens
+        self.sampling, self.stops = sampling, stops
+        self.waiting, self.running = deque(), []
+        self.preemptions, self.peak_pages = 0, 0
+        self.graphs = None
+        if cuda_graphs:
+            max_pages = -(-model.config.max_position_embeddings // page_size)
+            self.graphs = DecodeGraphs(model, self.cache, batch_size, max_pages)
+
+    def pages_for(self, n_tokens: int) -> int:
+        return -(-n_tokens // self.page_size)
+
+    def grant(self, seq: Sequence, n_tokens: int):
+        while len(seq.pages) < self.pages_for(n_tokens):
+            seq.pages.append(heapq.heappop(self.free))
+        self.peak_pages = max(self.peak_pages, self.cache.n_pages - 1 - len(self.free))
+
+    def release(self, seq: Sequence):
+        for page in seq.pages:
+            heapq.heappush(self.free, page)
+        seq.pages, seq.cached = [], 0
+
+    def slot(self, seq: Sequence, position: int) -> int:
+        return seq.pages[position // self.page_size] * self.page_size + position % self.page_size
+
+    def admit(self) -> list[Sequence]:
+        """The waiting sequences to prefill now, first come first served."""
+        batch, n_tokens = [], 0
+        # keep a page for every running sequence whose next token starts one, so the next decode step can run
+        reserve = sum(s.cached % self.page_size == 0 for s in self.running)
+        while self.waiting and len(self.running) + len(batch) < self.batch_size:
+            seq = self.waiting[0]
+            length = len(seq.prompt) + len(seq.tokens)
+            if (batch and n_tokens + length > self.max_prefill_tokens) or \
+                    self.pages_for(length + 1) + reserve > len(self.free):
+                break
+            self.grant(self.waiting.popleft(), length)
+            batch.append(seq)
+            n_tokens += length
+        return batch
+
+    def prefill(self, batch: list[Sequence]):
+        """The prompts (and, for a preempted sequence, its tokens so far) packed in one row, each from position 0."""
+        ids, positions, slots, lengths = [], [], [], []
+        for seq in batch:
+            tokens = seq.prompt + seq.tokens
+            ids += tokens
+            positions += range(len(tokens))
+            slots += [self.slot(seq, p) for p in range(len(tokens))]
+            lengths.append(len(tokens))
+            seq.cached = len(tokens)
+        as_tensor = lambda x: torch.tensor(x, device=self.device)
+        index = CacheIndex(as_tensor(slots), doc_lengths=lengths)
+        hidden = self.model(as_tensor([ids]), as_tensor([positions]), self.cache, index)
+        ends = as_tensor(list(itertools.accumulate(lengths))) - 1
+        self.running += batch
+        return batch, hidden[0, ends]
+
+    def decode(self):
+        """One token for every running sequence; preempts the youngest while pages are short."""
+        needed = lambda: sum(s.cached % self.page_size == 0 for s in self.running)
+        while needed() > len(self.free):
+            victim = self.running.pop()
+            self.release(victim)
+            self.waiting.appendleft(victim)
+            self.preemptions += 1
+        batch = sorted(self.running, key=lambda s: s.pages[0])  # by page: see first_page
+        for seq in batch:
+            self.grant(seq, seq.cached + 1)
+        width = max(len(s.pages) for s in batch)
+        # one page per row, in consecutive pages: the SDPA decode reads the cache in place
+        one_each = width == 1 and batch[-1].pages[0] - batch[0].pages[0] == len(batch) - 1
+        ids = torch.tensor([[s.tokens[-1]] for s in batch], device=self.device)
+        positions = torch.tensor([[s.cached] for s in batch], device=self.device)
+        index = CacheIndex(
+            slots=torch.tensor([self.slot(s, s.cached) for s in batch], device=self.device),
+            block_table=torch.tensor([s.pages + [0] * (width - len(s.pages)) for s in batch], dtype=torch.int32,
+                                     device=self.device),
+            seqlens=torch.tensor([s.cached for s in batch], dtype=torch.int32, device=self.device),
+            first_page=batch[0].pages[0] if one_each else None, max_len=max(s.cached for s in batch) + 1)
+        use_graph = self.graphs is not None and len(batch) <= self.graphs.buckets[-1]
+        hidden = self.graphs(ids, positions, index) if use_graph else self.model(ids, positions, self.cache, index)
+        for seq in batch:
+            seq.cached += 1
+        return list(batch), hidden[:, 0]
+
+    def sample(self, batch: list[Sequence], hidden) -> list[int]:
+        """The next token of every sequence of the batch: one vectorised draw, one read back to the host."""
+        temperature, top_p, top_k = self.sampling
+        u = None
+        if temperature:
+            keys = torch.tensor([s.key for s in batch], dtype=torch.int64, device=self.device)
+            steps = torch.tensor([len(s.tokens) for s in batch], dtype=torch.int64, device=self.device)
+            u = uniforms(keys, steps)
+        return sample_tokens(self.model.lm_head(hidden), temperature, top_p, top_k, u).tolist()
+
+    def step(self) -> tuple[int, list[tuple[Sequence, str]]]:
+        """A prefill if a waiting sequence can start, else a decode step. Returns the number of tokens made and
+        the sequences that finished."""
+        admitted = self.admit() if self.waiting and len(self.running) < self.batch_size else []
+        if not admitted and not self.running:
+            raise RuntimeError("the KV cache cannot hold the next waiting sequence even alone")
+        batch, hidden = self.prefill(admitted) if admitted else self.decode()
+        finished = []
+        for seq, token in zip(batch, self.sample(batch, hidden)):
+            seq.tokens.append(token)
+            done = "stop" if token in self.stops else "length" if len(seq.tokens) >= seq.limit else None
+            if done:
+                self.running.remove(seq)
+                self.release(seq)
+                finished.append((seq, done))
+        return len(batch), finished
+
+
+def kv_pages(model, page_size, kv_memory, sequences, batch_size, progress) -> int:
+    """Pages of the KV cache: from kv_memory bytes when given; else on CUDA from the memory free now (the model is
+    loaded) minus a margin for the prefill's activations and the allocator; else (CPU) batch_size sequences of
+    the longest length at once, which never preempts."""
+    cfg, dtype = model.config, model.lm_head.weight.dtype
+    page = KVCache.page_bytes(cfg, page_size, dtype)
+    if kv_memory is None and model.lm_head.weight.is_cuda:
+        free, total = torch.cuda.mem_get_info(model.lm_head.weight.device)
+        kv_memory = free - max(2 * 2**30, total // 20)  # margin: 2 GiB or 5% of the GPU, the larger
+        source = "free GPU memory"
+    elif kv_memory is None:  # the slot engine's reservation: never preempts
+        kv_memory = (min(batch_size, len(sequences)) * -(-max(sequences) // page_size) + 1) * page
+        source = f"{min(batch_size, len(sequences))} sequences at full length"
+    else:
+        source = "kv_memory"
+    n_pages = int(kv_memory // page)
+    longest = -(-max(sequences) // page_size) + 1 if sequences else 1
+    if n_pages < longest:
+        raise ValueError(f"a KV cache of {kv_memory / 2**30:.2f} GiB holds {n_pages} pages of {page_size} tokens; the "
+                         f"longest sequence needs {longest}: give more memory (kv_memory) or fewer new tokens")
+    if progress:
+        print(f"sample: kv cache: {n_pages} pages of {page_size} tokens, {n_pages * page / 2**30:.2f} GiB "
+              f"({source})", file=sys.stderr, flush=True)
+    return n_pages
 
 
 @torch.no_grad()
 def generate(model: Transformer, prompts: list[list[int]], max_new_tokens: int, temperature=0.0, top_p=1.0,
              top_k=0, n=1, stop_ids=(), seed=0, batch_size=32, max_prefill_tokens=8192, on_finish=None,
-             progress=False) -> list[list[Completion]]:
-    """Generate n completions for every prompt (token ids). Returns outs[prompt][sample]."""
+             progress=False, kv_memory=None, page_size=None, cuda_graphs=None, stats=None) -> list[list[Completion]]:
+    """Generate n completions for every prompt (token ids). Returns outs[prompt][sample].
+    kv_memory: bytes of KV cache (see kv_pages); page_size: tokens per page (see below); cuda_graphs: capture the
+    decode step (default: on CUDA with flash-attn); stats: a dict that receives the engine's counts (peak pages
+    in use, preemptions, page bytes)."""
     cfg, device = model.config, model.lm_head.weight.device
     context = cfg.max_position_embeddings
     for i, p in enumerate(prompts):
         if not 0 < len(p) < context:
             raise ValueError(f"prompt {i} has {len(p)} tokens; it must have 1 to {context - 1} (the model's context)")
-    stops = set(stop_ids)
-    seqs = [(i, j) for i in range(len(prompts)) for j in range(n)]
-    limit = [min(max_new_tokens, context - len(prompts[i])) for i, _ in seqs]  # never run past the context
-    max_len = min(max(len(p) for p in prompts) + max_new_tokens, context) if prompts else 0
-    batch_size = max(1, min(batch_size, len(seqs)))
-    cache = KVCache(cfg, batch_size, max_len, model.lm_head.weight.dtype, device)
-
+    flash = model.uses_flash(device)
+    if cuda_graphs is None:
+        cuda_graphs = flash and device.type == "cuda"
+    seqs = [Sequence(i * n + j, p, min(max_new_tokens, context - len(p)), sequence_key(seed, p, j) if temperature else 0)
+            for i, p in enumerate(prompts) for j in range(n)]
     outs = [[None] * n for _ in prompts]
-    generated = [[] for _ in seqs]
-    waiting = deque(range(len(seqs)))
-    slot_seq = [None] * batch_size      # the sequence in each slot
-    length = [0] * batch_size           # tokens of each slot already in the cache
+    if not seqs:
+        return outs
+    # pages of 256 tokens on a GPU, which flash-attn's paged kernels read in place (they need a multiple of 256);
+    # on CPU one page per sequence (the longest): SDPA then reads the running rows' consecutive pages in place,
+    # where small pages would be gathered every step (2-3x slower decoding on the bench model). Other sizes work.
+    page_size = page_size or (256 if flash or device.type == "cuda" else max(len(s.prompt) + s.limit for s in seqs))
+    n_pages = kv_pages(model, page_size, kv_memory, [len(s.prompt) + s.limit for s in seqs], batch_size, progress)
+    engine = Engine(model, n_pages, page_size, max(1, min(batch_size, len(seqs))), max_prefill_tokens,
+                    (temperature, top_p, top_k), set(stop_ids), cuda_graphs)
+    engine.waiting.extend(seqs)
     t0, last_log, n_tokens, n_done = time.time(), time.time(), 0, 0
-
-    def emit(slots, next_tokens):
-        """Append the sampled tokens; retire finished sequences and free their slots."""
-        nonlocal n_tokens, n_done
-        for s, tok in zip(slots, next_tokens):
-            q = slot_seq[s]
-            generated[q].append(tok)
-            n_tokens += 1
-            done = "stop" if tok in stops else "length" if len(generated[q]) >= limit[q] else None
-            if done:
-                i, j = seqs[q]
-                outs[i][j] = Completion(generated[q], done)
-                slot_seq[s] = None
-                n_done += 1
-                if on_finish:
-                    on_finish(i, j, outs[i][j])
-
-    # randomness keyed by the prompt's content, not its index, so a resumed or reordered run samples the same
-    prompt_key = [hashlib.blake2b(str(p).encode(), digest_size=8).hexdigest() for p in prompts] if temperature else None
-
-    def next_tokens(hidden_last, slots):
-        logits = model.lm_head(hidden_last)
-        u = None
-        if temperature:
-            keys = []
-            for s in slots:
-                i, j = seqs[slot_seq[s]]
-                keys.append((prompt_key[i], j, len(generated[slot_seq[s]])))
-            u = uniforms(seed, keys)
-        return sample_tokens(logits, temperature, top_p, top_k, u).tolist()
-
-    while waiting or any(q is not None for q in slot_seq):
-        free = [s for s in range(batch_size) if slot_seq[s] is None]
-        admit = []
-        while len(admit) < len(free) and waiting and (not admit or sum(len(prompts[seqs[q][0]]) for q in admit)
-                                    + len(prompts[seqs[waiting[0]][0]]) <= max_prefill_tokens):
-            admit.append(waiting.popleft())
-        if admit:
-            # prefill: the new prompts packed into one row (positions restart per prompt), each into its slot
-            slots = free[:len(admit)]
-            ids, pos, slot_of = [], [], []
-            for s, q in zip(slots, admit):
-                p = prompts[seqs[q][0]]
-                ids += p
-                pos += range(len(p))
-                slot_of += [s] * len(p)
-                slot_seq[s], length[s] = q, len(p)
-            hidden = model(torch.tensor([ids], device=device), torch.tensor([pos], device=device),
-                           cache, torch.tensor([slot_of], device=device))
-            ends = torch.tensor(pos, device=device).eq(0).nonzero().flatten()[1:].tolist() + [len(ids)]
-            emit(slots, next_tokens(hidden[0, [e - 1 for e in ends]], slots))
-        else:
-            # decode: one token for every active slot
-            slots = [s for s in range(batch_size) if slot_seq[s] is not None]
-            last = [generated[slot_seq[s]][-1] for s in slots]
-            positions = [length[s] for s in slots]
-            hidden = model(torch.tensor(last, device=device)[:, None], torch.tensor(positions, device=device)[:, None],
-                           cache, torch.tensor(slots, device=device)[:, None])
-            for s in slots:
-                length[s] += 1
-            emit(slots, next_tokens(hidden[:, 0], slots))
+    while engine.waiting or engine.running:
+        made, finished = engine.step()
+        n_tokens += made
+        for seq, finish in finished:
+            i, j = divmod(seq.number, n)
+            outs[i][j] = Completion(seq.tokens, finish)
+            n_done += 1
+            if on_finish:
+                on_finish(i, j, outs[i][j])
         if progress and (time.time() - last_log > 5 or n_done == len(seqs)):
             last_log = time.time()
-            print(f"sample: {n_done}/{len(seqs)} done | {n_tokens} tokens | "
-                  f"{n_tokens / (last_log - t0):.1f} tok/s", file=sys.stderr, flush=True)
+            print(f"sample: {n_done}/{len(seqs)} done | {n_tokens} tokens | {n_tokens / (last_log - t0):.1f} tok/s"
+                  f" | {engine.preemptions} preempted", file=sys.stderr, flush=True)
+    if stats is not None:
+        stats.update(peak_pages=engine.peak_pages, preemptions=engine.preemptions, page_size=page_size,
+                     page_bytes=KVCache.page_bytes(cfg, page_size, model.lm_head.weight.dtype), pages=n_pages)
     return outs
 
 
 # -----------------------------------------------------------------------------
-# resumable files: a completion is one line, appended as soon as it is done
+# resumable files, split over processes: under torchrun every process answers every world-th prompt into a part
+# file of its own, a line appended as each completion finishes, and rank 0 merges the parts into the output in
+# the input's order. A rerun skips the (id, sample) pairs done in the output or in any part file, whatever the
+# number of processes that made them; the output is the same bytes for any number of processes.
 
-def done_keys(out_path: Path) -> set:
-    """(id, sample) pairs already in an output file. A torn last line (a killed run) is cut off."""
-    if not out_path.exists():
-        return set()
-    keys, good = set(), 0
-    with open(out_path, "rb") as f:
+def start_processes():
+    """(rank, world, device) of this process. Under torchrun: a gloo group, used only to wait for the others
+    (a sampling stage's processes can finish hours apart, so it waits up to a week, where NCCL's watchdog would
+    abort), and the GPU of the local rank. Alone: (0, 1, the GPU or the CPU)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
+    if device != "cpu":
+        torch.cuda.set_device(device)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("gloo", timeout=timedelta(days=7))
+    return (dist.get_rank() if world > 1 else 0), world, device
+
+
+def rank_and_world():
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+
+
+def read_lines(path: Path, own: bool) -> dict:
+    """{(id, sample): line} of an output or part file. A last line without its newline is a torn write of a
+    killed run: dropped, and cut off the file when this process owns it (other processes may be writing theirs)."""
+    lines, good = {}, 0
+    if not path.exists():
+        return lines
+    with open(path, "rb") as f:
         for line in f:
+            if not line.endswith(b"\n"):
+                break
             try:
                 row = json.loads(line)
-                keys.add((str(row["id"]), row["sample"]))
-            except (json.JSONDecodeError, KeyError, UnicodeDecodeError):
-                if line.endswith(b"\n"):
-                    raise ValueError(f"{out_path}: line {len(keys) + 1} is malformed; this is not an output "
-                                     f"file of sample.py (move it away or pass another --out)") from None
-                break
+                lines[(str(row["id"]), row["sample"])] = line
+            except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
+                raise ValueError(f"{path}: line {len(lines) + 1} is malformed; this is not an output file of "
+                                 f"sample.py (move it away or pass another --out)") from None
             good += len(line)
-    if good < out_path.stat().st_size:
-        print(f"{out_path}: dropping a torn last line from an interrupted run", file=sys.stderr)
-        os.truncate(out_path, good)
-    return keys
+    if own and good < path.stat().st_size:
+        print(f"{path}: dropping a torn last line from an interrupted run", file=sys.stderr)
+        os.truncate(path, good)
+    return lines
+
+
+def part_files(out_path: Path) -> list[Path]:
+    return sorted(out_path.parent.glob(f"{out_path.name}.part-*"))
+
+
+def merge_parts(out_path: Path, rows: list[dict]):
+    """Rank 0: the output and every part file, one line per (id, sample), in the input's order (lines of other
+    ids after them), written atomically; then the parts are removed."""
+    order = {str(row["id"]): i for i, row in enumerate(rows)}
+    lines = read_lines(out_path, own=True)
+    for part in part_files(out_path):
+        for key, line in read_lines(part, own=False).items():
+            lines.setdefault(key, line)
+    keys = sorted(lines, key=lambda k: (order.get(k[0], len(order)), k[0] if k[0] not in order else "", k[1]))
+    atomic_write_text(out_path, "".join(lines[k].decode() for k in keys))
+    for part in part_files(out_path):
+        part.unlink()
 
 
 def sample_file(model, tok, rows: list[dict], out_path, n=1, progress=True, **settings) -> list[dict]:
-    """Generate n completions for each row ({"id", "problem", ...}) into out_path (JSON Lines, appended
-    as each finishes), skipping what is already there. Prompts longer than the context are counted and
-    skipped. Returns every row of the output file."""
+    """Generate n completions for each row ({"id", "problem", ...}) into out_path (JSON Lines), skipping what is
+    already there; under torchrun each process takes every world-th row. Prompts longer than the context are
+    counted and skipped. Returns every row of the output file (on every process)."""
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    done = done_keys(out_path)
+    rank, world = rank_and_world()
+    mine = out_path.with_name(f"{out_path.name}.part-{rank:05d}-of-{world:05d}")
+    done = {**read_lines(out_path, own=False), **read_lines(mine, own=True)}
+    for part in part_files(out_path):
+        done.update(read_lines(part, own=False) if part != mine else {})
+    barrier()  # every process has read the files before any appends to its own
     context = model.config.max_position_embeddings
     todo, too_long = [], []
-    for row in rows:
+    for row in rows[rank::world]:
         ids = prompt_ids(tok, row["problem"])
         if len(ids) >= context:
             too_long.append(str(row["id"]))
@@ -258,7 +501,7 @@ def sample_file(model, tok, rows: list[dict], out_path, n=1, progress=True, **se
     if too_long:
         print(f"sample: skipped {len(too_long)} prompt(s) longer than the context ({context} tokens): "
               f"{', '.join(too_long[:10])}", file=sys.stderr)
-    with open(out_path, "a") as f:
+    with open(mine, "a") as f:
         def write(i, j, c: Completion):
             row = todo[i][0]
             if (str(row["id"]), j) in done:
@@ -268,7 +511,16 @@ def sample_file(model, tok, rows: list[dict], out_path, n=1, progress=True, **se
             f.flush()
         generate(model, [ids for _, ids in todo], n=n, stop_ids=stop_ids(tok), on_finish=write,
                  progress=progress, **settings)
+    barrier()  # every part is complete
+    if rank == 0:
+        merge_parts(out_path, rows)
+    barrier()
     return read_jsonl(out_path, required=("id", "sample", "response"))
+
+
+def barrier():
+    if dist.is_initialized():
+        dist.barrier()
 
 
 def main(argv=None):
@@ -277,7 +529,7 @@ def main(argv=None):
     p.add_argument("--prompt", help="one problem, printed with its completion(s)")
     p.add_argument("--prompts", help="JSON Lines file, one {'id', 'problem'} per line")
     p.add_argument("--out", help="JSON Lines output for --prompts (appended; a rerun resumes)")
-    p.add_argument("--n", type=int, default=1, help="samples per prompt")
+    p.add_argument("--samples", type=int, default=1, help="samples per prompt")
     p.add_argument("--temperature", type=float, default=0.6)
     p.add_argument("--top_p", type=float, default=0.95)
     p.add_argument("--top_k", type=int, default=0)
@@ -285,17 +537,18 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch_size", type=int, default=32, help="KV-cache slots (sequences decoded at once)")
     p.add_argument("--dtype", default="bfloat16" if torch.cuda.is_available() else "float32")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args(argv)
     if bool(args.prompt) == bool(args.prompts) or bool(args.prompts) != bool(args.out):
         p.error("give either --prompt TEXT, or --prompts FILE with --out FILE")
+    rank, _, device = start_processes()  # under torchrun (--prompts): every process answers its share
     try:
         rows = read_jsonl(args.prompts, required=("problem",)) if args.prompts else None
         tok = load_tokenizer(args.model)
-        model = Transformer.from_pretrained(args.model, dtype=getattr(torch, args.dtype), device=args.device)
+        model = Transformer.from_pretrained(args.model, dtype=getattr(torch, args.dtype), device=device)
     except (OSError, ValueError) as e:
         sys.exit(f"error: {e}")
-    print(attention_summary(args.device, model.lm_head.weight.dtype), file=sys.stderr)
+    if rank == 0:
+        print(attention_summary(device, model.lm_head.weight.dtype), file=sys.stderr)
     settings = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
                     top_k=args.top_k, seed=args.seed, batch_size=args.batch_size)
     if args.prompt:
@@ -303,16 +556,19 @@ def main(argv=None):
         if len(ids) >= model.config.max_position_embeddings:
             sys.exit(f"error: the prompt has {len(ids)} tokens, more than the model's context "
                      f"({model.config.max_position_embeddings})")
-        for j, c in enumerate(generate(model, [ids], n=args.n, stop_ids=stop_ids(tok), **settings)[0]):
+        for j, c in enumerate(generate(model, [ids], n=args.samples, stop_ids=stop_ids(tok), **settings)[0]):
             print(f"--- sample {j} ({len(c.tokens)} tokens, {c.finish})\n{tok.decode(c.tokens, skip_special_tokens=True)}")
         return
     for k, row in enumerate(rows):
         row.setdefault("id", k)  # a prompts file without ids is keyed by line order
     try:
-        out = sample_file(model, tok, rows, args.out, n=args.n, **settings)
+        out = sample_file(model, tok, rows, args.out, n=args.samples, **settings)
     except ValueError as e:
         sys.exit(f"error: {e}")
-    print(f"sample: {len(out)} completions in {args.out}")
+    if rank == 0:
+        print(f"sample: {len(out)} completions in {args.out}")
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -34,8 +34,8 @@ import torch
 import torch.distributed as dist
 
 from common import atomic_write_text, jsonl_text, read_jsonl
-from model import (Config, Transformer, Weights, attention_summary, commit_dir, read_config, rope_inv_freq,
-                   saved_dtype, weight_shapes, write_weights)
+from model import (Config, KVCache, Transformer, Weights, attention_summary, commit_dir, read_config,
+                   rope_inv_freq, saved_dtype, weight_shapes, write_weights)
 from ratio import Bounds, Mixture
 from sample import example_ids, generate, load_tokenizer, prompt_ids, stop_ids
 
@@ -375,7 +375,8 @@ def dev_evaluation(model, cfg, tok, dev_rows, dev_prompts, step, device, dtype, 
     mine = list(range(rank, len(dev_rows), world))
     outs = generate(infer, [dev_prompts[i] for i in mine], max_new_tokens=cfg.dev_max_new_tokens,
                     temperature=cfg.dev_temperature, top_p=cfg.dev_top_p, stop_ids=stop_ids(tok),
-                    seed=cfg.seed + step, batch_size=cfg.dev_batch_size)
+                    seed=cfg.seed + step, batch_size=cfg.dev_batch_size,
+                    kv_memory=dev_cache_bytes(model.config, cfg, dtype) if device.type == "cuda" else None)
     del infer
     texts = [tok.decode(o[0].tokens, skip_special_tokens=True) for o in outs]
     verdicts = grade_responses(texts, [str(dev_rows[i]["answer"]) for i in mine],
@@ -518,6 +519,12 @@ RECIPE_MODELS = {
 PROMPT_TOKENS = 1024  # room for a dev prompt in the KV cache (AIME prompts are a few hundred tokens)
 
 
+def dev_cache_bytes(c: Config, cfg, dtype) -> int:
+    """The KV cache of a dev evaluation: dev_batch_size sequences at full length (the engine never preempts
+    then). On a GPU the engine gets exactly this, not all free memory, so that the plan holds."""
+    return cfg.dev_batch_size * (PROMPT_TOKENS + cfg.dev_max_new_tokens) * KVCache.page_bytes(c, 1, dtype)
+
+
 def plan_config(model_dir: str) -> Config:
     path = Path(model_dir)
     if (path / "config.json").is_file():
@@ -554,7 +561,7 @@ def memory_plan(c: Config, cfg, world: int, dtype: torch.dtype, sharded: bool, l
     train_peak = {**state, **grads, **gathered, **saved,
                   **max(loss, recompute if cfg.activation_checkpointing else {"-": 0}, key=lambda d: sum(d.values()))}
     largest = max(V * H, H * I) * 4  # one tensor gathered whole in fp32 (the embedding)
-    cache = cfg.dev_batch_size * (PROMPT_TOKENS + cfg.dev_max_new_tokens) * 2 * L * kv * b
+    cache = dev_cache_bytes(c, cfg, dtype)
     dev = {**state, "generation copy of the weights (compute dtype)": P * b if sharded else 0,
            "one tensor gathered in fp32": largest if sharded else 0,
            f"KV cache ({cfg.dev_batch_size} slots x {PROMPT_TOKENS + cfg.dev_max_new_tokens} tokens)": cache}

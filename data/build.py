@@ -5,15 +5,17 @@ so a killed run resumes where it stopped), then writes OUT in one atomic step.
 
     # System-2: the long model answers each hard problem n times; the shortest correct answer is kept
     python data/build.py system2 --model deepseek-ai/DeepSeek-R1-Distill-Qwen-7B --problems data/bench/s1k.jsonl \
-        --out data/r1_7b/system2.jsonl --n 8 --temperature 0.7 --max_new_tokens 16000
+        --out data/r1_7b/system2.jsonl --samples 8 --temperature 0.7 --max_new_tokens 16000
     # System-1: the short model answers each easy problem once; correct answers are kept
     python data/build.py system1 --model Qwen/Qwen2.5-7B-Instruct --problems data/bench/gsm8k_train.jsonl \
-        --out data/r1_7b/system1.jsonl --n 1 --temperature 0.7 --max_new_tokens 4096
+        --out data/r1_7b/system1.jsonl --samples 1 --temperature 0.7 --max_new_tokens 4096
     # the dev set: 512 problems of AIME 1983-2023, drawn with a seed (kept in the source's order)
     python data/build.py dev --problems data/bench/aime_1983_2023.jsonl --size 512 --out data/r1_7b/dev.jsonl
     # bounds: both models on the same dev problems with the sampling settings of the dev evaluation
     python data/build.py bounds --short Qwen/Qwen2.5-7B-Instruct --long deepseek-ai/DeepSeek-R1-Distill-Qwen-7B \
         --problems data/bench/dev.jsonl --out data/r1_7b/bounds.json --temperature 0.7 --max_new_tokens 8192
+    # any sampling stage on every GPU: each process answers every 8th problem, rank 0 merges and grades
+    torchrun --nproc_per_node=8 data/build.py system2 --model ... (the same flags)
 
 Problems are JSON Lines {"id", "problem", "answer"}. The data sets are JSON Lines {"id", "problem", "response"}
 in the format train.py reads: the response is what the model writes after the prompt's "<think>\n". A short
@@ -34,21 +36,26 @@ from common import atomic_write_text, jsonl_text, read_jsonl  # noqa: E402
 from grade import grade_responses  # noqa: E402
 from model import Transformer, attention_summary  # noqa: E402
 from ratio import Bounds  # noqa: E402
-from sample import load_tokenizer, sample_file  # noqa: E402
+from sample import load_tokenizer, rank_and_world, sample_file, start_processes  # noqa: E402
 
 
 def sample_and_grade(model_dir, problems, samples_path, args, n):
-    """All n completions of every problem (resumable), each graded: rows with "correct" and "pred"."""
+    """All n completions of every problem (resumable; under torchrun every process answers its share), graded on
+    rank 0: its rows with "correct" and "pred"; the other processes get None."""
+    rank, _ = rank_and_world()
     dtype = torch.bfloat16 if args.device.startswith("cuda") else torch.float32
     try:
         tok = load_tokenizer(model_dir)
         model = Transformer.from_pretrained(model_dir, dtype=dtype, device=args.device)
     except (OSError, ValueError) as e:
         sys.exit(f"error: {e}")
-    print(f"build: {model_dir}: {attention_summary(args.device, dtype)}")
+    if rank == 0:
+        print(f"build: {model_dir}: {attention_summary(args.device, dtype)}")
     rows = sample_file(model, tok, problems, samples_path, n=n, max_new_tokens=args.max_new_tokens,
                        temperature=args.temperature, top_p=args.top_p, seed=args.seed, batch_size=args.batch_size)
     del model
+    if rank != 0:
+        return None
     wanted = {str(p["id"]) for p in problems}
     rows = [r for r in rows if str(r["id"]) in wanted and r["sample"] < n]
     verdicts = grade_responses([r["response"] for r in rows], [str(r["answer"]) for r in rows],
@@ -90,6 +97,45 @@ def write_dataset(rows, out: Path, pick):
     return kept
 
 
+def build_dev(args, problems, out):
+    if not 0 < args.size <= len(problems):
+        sys.exit(f"error: --size {args.size}: {args.problems} has {len(problems)} problems")
+    keep = sorted(random.Random(args.seed).sample(range(len(problems)), args.size))
+    atomic_write_text(out, jsonl_text([problems[i] for i in keep], ensure_ascii=False))
+    print(f"build: {out}: {args.size} of the {len(problems)} problems of {args.problems} (seed {args.seed})")
+
+
+def build_dataset(args, problems, out):
+    rows = sample_and_grade(args.model, problems, out.with_suffix(".samples.jsonl"), args, args.samples)
+    if rows is None:
+        return
+    # System-2 keeps the shortest correct answer (the long model's most efficient correct reasoning);
+    # System-1 keeps the first correct one (one sample per problem in the recipe)
+    pick = (lambda rs: min(rs, key=lambda r: (r["tokens"], r["sample"]))) if args.stage == "system2" else \
+           (lambda rs: min(rs, key=lambda r: r["sample"]))
+    write_dataset(rows, out, pick)
+
+
+def build_bounds(args, problems, out):
+    measured = {}
+    for name, model_dir in (("short", args.short), ("long", args.long)):
+        rows = sample_and_grade(model_dir, problems, out.with_suffix(f".{name}.jsonl"), args, args.samples)
+        if rows is not None:
+            measured[name] = (sum(r["tokens"] for r in rows) / len(rows), sum(r["correct"] for r in rows) / len(rows))
+            print(f"build: bounds: {name} model {model_dir}: {measured[name][0]:.1f} tokens, "
+                  f"accuracy {measured[name][1]:.3f}")
+    if not measured:
+        return
+    try:
+        bounds = Bounds(measured["short"][0], measured["short"][1], measured["long"][0], measured["long"][1])
+    except ValueError as e:
+        sys.exit(f"error: the measured bounds cannot drive TLDR: {e}")
+    atomic_write_text(out, bounds.to_json(
+        short_model=args.short, long_model=args.long, problems=len(problems), samples=args.samples,
+        sampling={"temperature": args.temperature, "top_p": args.top_p, "max_new_tokens": args.max_new_tokens}))
+    print(f"build: wrote {out}")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("stage", choices=["system1", "system2", "bounds", "dev"])
@@ -98,16 +144,19 @@ def main(argv=None):
     p.add_argument("--long", help="bounds: the long model M_L")
     p.add_argument("--problems", required=True, help="JSON Lines {'id', 'problem', 'answer'}")
     p.add_argument("--out", required=True)
-    p.add_argument("--n", type=int, default=1, help="samples per problem (system2: 8 in the recipe)")
+    p.add_argument("--samples", type=int, default=1, help="samples per problem (system2: 8 in the recipe)")
     p.add_argument("--limit", type=int, default=0, help="only the first N problems (0 = all)")
     p.add_argument("--size", type=int, default=512, help="dev: problems drawn")
     p.add_argument("--temperature", type=float, default=0.7)
     p.add_argument("--top_p", type=float, default=1.0)
     p.add_argument("--max_new_tokens", type=int, default=8192)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch_size", type=int, default=64)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--batch_size", type=int, default=64, help="sequences decoded at once, per process")
     args = p.parse_args(argv)
+    if args.stage in ("system1", "system2") and not args.model:
+        p.error(f"{args.stage} needs --model")
+    if args.stage == "bounds" and not (args.short and args.long):
+        p.error("bounds needs --short and --long")
     try:
         problems = read_jsonl(args.problems, required=("id", "problem", "answer"))
     except (OSError, ValueError) as e:
@@ -117,41 +166,12 @@ def main(argv=None):
         sys.exit(f"error: {args.problems} has no problems")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-
     if args.stage == "dev":
-        if not 0 < args.size <= len(problems):
-            sys.exit(f"error: --size {args.size}: {args.problems} has {len(problems)} problems")
-        keep = sorted(random.Random(args.seed).sample(range(len(problems)), args.size))
-        atomic_write_text(out, jsonl_text([problems[i] for i in keep], ensure_ascii=False))
-        print(f"build: {out}: {args.size} of the {len(problems)} problems of {args.problems} (seed {args.seed})")
-        return
-
-    if args.stage in ("system1", "system2"):
-        if not args.model:
-            p.error(f"{args.stage} needs --model")
-        rows = sample_and_grade(args.model, problems, out.with_suffix(".samples.jsonl"), args, args.n)
-        # System-2 keeps the shortest correct answer (the long model's most efficient correct reasoning);
-        # System-1 keeps the first correct one (one sample per problem in the recipe)
-        pick = (lambda rs: min(rs, key=lambda r: (r["tokens"], r["sample"]))) if args.stage == "system2" else \
-               (lambda rs: min(rs, key=lambda r: r["sample"]))
-        write_dataset(rows, out, pick)
-        return
-
-    if not (args.short and args.long):
-        p.error("bounds needs --short and --long")
-    measured = {}
-    for name, model_dir in (("short", args.short), ("long", args.long)):
-        rows = sample_and_grade(model_dir, problems, out.with_suffix(f".{name}.jsonl"), args, args.n)
-        measured[name] = (sum(r["tokens"] for r in rows) / len(rows), sum(r["correct"] for r in rows) / len(rows))
-        print(f"build: bounds: {name} model {model_dir}: {measured[name][0]:.1f} tokens, accuracy {measured[name][1]:.3f}")
-    try:
-        bounds = Bounds(measured["short"][0], measured["short"][1], measured["long"][0], measured["long"][1])
-    except ValueError as e:
-        sys.exit(f"error: the measured bounds cannot drive TLDR: {e}")
-    atomic_write_text(out, bounds.to_json(
-        short_model=args.short, long_model=args.long, problems=len(problems), samples=args.n,
-        sampling={"temperature": args.temperature, "top_p": args.top_p, "max_new_tokens": args.max_new_tokens}))
-    print(f"build: wrote {out}")
+        return build_dev(args, problems, out)
+    _, _, args.device = start_processes()  # under torchrun: every process samples its share of the problems
+    (build_bounds if args.stage == "bounds" else build_dataset)(args, problems, out)
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ def test_no_correct_answer_at_all_writes_nothing(tiny_models, tmp_path):
     problems.write_text("".join(json.dumps({"id": i, "problem": f"{i}+1", "answer": str(i + 1)}) + "\n" for i in range(3)))
     out = tmp_path / "s2.jsonl"
     argv = ["system2", "--model", str(tiny_models["qwen2"]), "--problems", str(problems), "--out", str(out),
-            "--n", "2", "--max_new_tokens", "6", "--device", "cpu"]
+            "--samples", "2", "--max_new_tokens", "6"]
     with pytest.raises(SystemExit, match="no problem got a correct answer"):
         build.main(argv)
     assert not out.exists()
@@ -49,7 +49,7 @@ def test_bounds_that_cannot_drive_tldr_are_refused(tiny_models, tmp_path):
     model = str(tiny_models["qwen2"])
     with pytest.raises(SystemExit, match="cannot drive TLDR: the long model must be more accurate"):
         build.main(["bounds", "--short", model, "--long", model, "--problems", str(problems),
-                    "--out", str(tmp_path / "bounds.json"), "--max_new_tokens", "4", "--device", "cpu"])
+                    "--out", str(tmp_path / "bounds.json"), "--max_new_tokens", "4"])
     assert not (tmp_path / "bounds.json").exists()
 
 

@@ -136,7 +136,7 @@ def test_cli_appends_and_resumes(qwen2, tmp_path, capsys):
     prompts.write_text("".join(json.dumps({"id": f"p{i}", "problem": p, "answer": "4"}) + "\n"
                                for i, p in enumerate(PROBLEMS)) + json.dumps({"id": "long", "problem": "y" * 1100}) + "\n")
     out = tmp_path / "out.jsonl"
-    common = ["--model", path, "--prompts", prompts, "--out", out, "--n", 2, "--max_new_tokens", 8, "--temperature", 0.7]
+    common = ["--model", path, "--prompts", prompts, "--out", out, "--samples", 2, "--max_new_tokens", 8, "--temperature", 0.7]
     assert run_cli(*common) is None
     first = out.read_text().splitlines()
     assert len(first) == 8 and "skipped 1 prompt(s) longer than the context" in capsys.readouterr().err
@@ -166,7 +166,7 @@ def test_cli_missing_model_is_a_clear_error(tmp_path):
 
 def test_cli_single_prompt(qwen2, capsys):
     _, _, path = qwen2
-    assert run_cli("--model", path, "--prompt", "What is 2+2?", "--max_new_tokens", 5, "--n", 2) is None
+    assert run_cli("--model", path, "--prompt", "What is 2+2?", "--max_new_tokens", 5, "--samples", 2) is None
     assert capsys.readouterr().out.count("--- sample") == 2
 
 
@@ -179,3 +179,89 @@ def test_a_char_level_tokenizer_in_a_model_directory_loads_as_saved(tmp_path):
     a, b = sample.load_tokenizer(tmp_path / "tok"), sample.load_tokenizer(tmp_path / "model")
     assert len(a) == len(b) == len(tok)
     assert sample.prompt_ids(a, "What is 7-3?") == sample.prompt_ids(b, "What is 7-3?")
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.8])
+@torch.no_grad()
+def test_preemption_when_pages_run_out_keeps_every_output(qwen2, temperature):
+    """A KV cache too small for every sequence at once: the engine preempts the youngest sequences and recomputes
+    them later, and every completion equals the one an unconstrained run makes."""
+    m, tok, _ = qwen2
+    prompts = [sample.prompt_ids(tok, p) for p in PROBLEMS * 3]
+    kw = dict(max_new_tokens=60, temperature=temperature, n=2, seed=3, page_size=8)
+    free = sample.generate(m, prompts, batch_size=24, **kw)
+    page = M.KVCache.page_bytes(m.config, 8, torch.float32)
+    stats = {}
+    tight = sample.generate(m, prompts, batch_size=24, kv_memory=30 * page, stats=stats, **kw)
+    assert stats["preemptions"] > 0 and stats["peak_pages"] <= 29
+    assert [[c.tokens for c in o] for o in tight] == [[c.tokens for c in o] for o in free]
+    assert [[c.finish for c in o] for o in tight] == [[c.finish for c in o] for o in free]
+
+
+def test_a_cache_too_small_for_one_sequence_is_a_clear_error(qwen2):
+    m, tok, _ = qwen2
+    page = M.KVCache.page_bytes(m.config, 16, torch.float32)
+    with pytest.raises(ValueError, match="the longest sequence needs"):
+        sample.generate(m, [sample.prompt_ids(tok, "What is 2+2?")], max_new_tokens=200, kv_memory=3 * page)
+
+
+def test_paged_engine_needs_far_less_memory_than_slots_on_long_tailed_lengths(qwen2):
+    """Most answers short, a few at the limit: the pages in use at the peak against what slots of the longest
+    length reserve (the slot engine's cache), with identical outputs."""
+    import bench
+    m, tok, _ = qwen2
+    prompts = [sample.prompt_ids(tok, f"{p} ({i})") for i in range(4) for p in PROBLEMS]
+    stop = bench.long_tailed_stop([o[0].tokens for o in sample.generate(m, prompts, max_new_tokens=200)], 200)
+    paged, slots = {}, {}
+    a = sample.generate(m, prompts, max_new_tokens=200, stop_ids=[stop], batch_size=16, page_size=16, stats=paged)
+    longest = max(len(p) for p in prompts) + 200
+    b = sample.generate(m, prompts, max_new_tokens=200, stop_ids=[stop], batch_size=16, page_size=longest,
+                        stats=slots)  # one page of the longest length per sequence: the slot engine
+    assert [o[0].tokens for o in a] == [o[0].tokens for o in b]
+    assert paged["peak_pages"] * paged["page_bytes"] < 0.5 * slots["pages"] * slots["page_bytes"]
+
+
+def test_uniforms_are_a_pure_function_of_key_and_step():
+    keys = torch.tensor([sample.sequence_key(0, [1, 2, 3], j) for j in range(4)] * 2500)
+    steps = torch.arange(10_000)
+    u = sample.uniforms(keys, steps)
+    assert u.dtype == torch.float64 and (u > 0).all() and (u < 1).all()
+    assert abs(u.mean().item() - 0.5) < 0.01 and abs(u.var().item() - 1 / 12) < 0.005
+    assert torch.equal(u[17:19], sample.uniforms(keys[17:19], steps[17:19]))  # whatever else is in the batch
+    assert sample.sequence_key(0, [1, 2, 3], 0) != sample.sequence_key(1, [1, 2, 3], 0)
+
+
+def test_sampling_sorts_the_vocabulary_only_for_top_p():
+    logits = torch.randn(4, 50, generator=torch.Generator().manual_seed(0))
+    u = torch.tensor([0.1, 0.4, 0.7, 0.95], dtype=torch.float64)
+    calls = []
+    real = torch.Tensor.sort
+    torch.Tensor.sort = lambda self, *a, **k: calls.append(1) or real(self, *a, **k)
+    try:
+        sample.sample_tokens(logits, 0.7, 1.0, 0, u)
+        sample.sample_tokens(logits, 0.7, 1.0, 5, u)
+        assert not calls
+        sample.sample_tokens(logits, 0.7, 0.9, 0, u)
+        assert calls
+    finally:
+        torch.Tensor.sort = real
+
+
+@torch.no_grad()
+def test_decode_graphs_pad_rows_into_buckets_and_change_nothing(qwen2, monkeypatch):
+    """The CUDA-graph decode path on CPU: flash-attn's call sites through the stand-in, and each "graph" replayed
+    eagerly (no CUDA here to record one), so the buckets, the static tensors and the padded rows writing into the
+    scratch page are exercised. Every completion equals the eager engine's, at greedy and at temperature 0.8."""
+    import flash_standin
+    m, tok, path = qwen2
+    monkeypatch.setattr(M, "flash_attn", flash_standin)
+    monkeypatch.setattr(sample, "capture", lambda fn, pool: (fn, pool))
+    model = M.Transformer.from_pretrained(path, dtype=torch.bfloat16)
+    model.attn_backend = "flash"
+    prompts = [sample.prompt_ids(tok, p) for p in PROBLEMS * 3]
+    for temperature in (0.0, 0.8):
+        kw = dict(max_new_tokens=20, temperature=temperature, batch_size=12, seed=1)
+        eager = sample.generate(model, prompts, cuda_graphs=False, **kw)
+        graphs = sample.generate(model, prompts, cuda_graphs=True, **kw)
+        assert [o[0].tokens for o in graphs] == [o[0].tokens for o in eager]
+    assert sample.decode_buckets(12) == [1, 2, 4, 8, 12] and sample.decode_buckets(40) == [1, 2, 4, 8, 16, 32, 40]
