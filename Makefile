@@ -60,10 +60,6 @@ SAMPLES     ?= 4
 MAX_NEW     ?= 300
 SAMPLING    := --temperature 0.7 --top_p 1.0 --max_new_tokens $(MAX_NEW)
 last         = $$(ls -d $(DEMO)/$(1)/step_* | tail -n 1)
-# the checkpoint named by a chosen.json (train.py's official choice: dev accuracy > 0.7 x A_L, fewest dev tokens)
-chosen_checkpoint = $(PY) -c "import json,sys; print(json.load(open(sys.argv[1]))['checkpoint'])"
-# a demo run's chosen checkpoint, else its last one
-chosen       = $$($(chosen_checkpoint) $(DEMO)/$(1)/chosen.json 2>/dev/null || ls -d $(DEMO)/$(1)/step_* | tail -n 1)
 
 demo: install $(DEMO)/report.done
 
@@ -108,7 +104,7 @@ $(DEMO)/eval-long.done $(DEMO)/eval-short.done: $(DEMO)/eval-%.done: $(DEMO)/%.d
 	touch $@
 
 $(DEMO)/eval-tldr.done $(DEMO)/eval-static.done: $(DEMO)/eval-%.done: $(DEMO)/%.done
-	$(PY) evaluate.py --model $(call chosen,$*) --bench $(DEMO)/data/test.jsonl --samples 1 --seed $(SEED) \
+	$(PY) evaluate.py --model $(DEMO)/$*/chosen.json --bench $(DEMO)/data/test.jsonl --samples 1 --seed $(SEED) \
 		--temperature 0.7 --top-p 1.0 --max-new-tokens $(MAX_NEW) --out-dir $(DEMO)/eval/$*
 	touch $@
 
@@ -196,7 +192,7 @@ $(RUN)/eval/base/summary.json: $(addprefix $(BENCH_DIR)/,gsm8k_test.jsonl math50
 
 # the paper's table: the base model against TLDR on the four benchmarks, with the token reduction
 $(RUN)/eval/tldr/summary.json: $(RUN)/tldr/chosen.json $(RUN)/eval/base/summary.json
-	$(DATA_PARALLEL) evaluate.py --model $$($(chosen_checkpoint) $<) \
+	$(DATA_PARALLEL) evaluate.py --model $< \
 		--bench gsm8k,math500,aime24,amc23 --protocol tldr-paper --data-dir $(BENCH_DIR) --out-dir $(RUN)/eval/tldr \
 		--compare $(RUN)/eval/base/summary.json $(EVAL_FLAGS)
 

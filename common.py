@@ -1,12 +1,65 @@
 """
-Small helpers every script shares: files written atomically, and JSON Lines read with errors that name
-the file and the line. Nothing here imports torch, so the grader and ratio.py stay light.
+Small helpers every script shares: the rules its settings must follow, files written atomically, and JSON
+Lines read with errors that name the file, the line and the field. Nothing here imports torch.
 """
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
+
+# -----------------------------------------------------------------------------
+# settings: every script checks all of its settings before any work, by these rules (one per name)
+
+
+def at_least(low):
+    return lambda x: x >= low, f"at least {low}"
+
+
+def above(low):
+    return lambda x: x > low, f"more than {low}"
+
+
+def between(low, high, high_open=False):
+    if high_open:
+        return lambda x: low <= x < high, f"at least {low} and less than {high}"
+    return lambda x: low <= x <= high, f"between {low} and {high}"
+
+
+FRACTION = (lambda x: 0 < x <= 1, "more than 0 and at most 1")
+
+# the settings several scripts share (sample.py, data/build.py, evaluate.py, grade.py, train.py's dev_*)
+RULES = {
+    "temperature": at_least(0), "top_p": FRACTION, "top_k": at_least(0), "max_new_tokens": at_least(1),
+    "samples": at_least(1), "batch_size": at_least(1), "seed": at_least(0), "workers": at_least(1),
+    "limit": at_least(0), "size": at_least(1),
+}
+
+
+def check_settings(values: dict, rules: dict = RULES):
+    """Stop, naming every setting whose value breaks its rule (numbers must also be finite), before any work."""
+    problems = []
+    for name, (ok, allowed) in rules.items():
+        value = values.get(name)
+        if value is None or isinstance(value, (str, bool)):
+            continue
+        if not math.isfinite(value) or not ok(value):
+            problems.append(f"{name}={value!r}: must be {allowed}")
+    if problems:
+        raise SystemExit("error: bad setting(s):\n  " + "\n  ".join(problems))
+
+
+# -----------------------------------------------------------------------------
+# files
+
+
+def usual_mode(path, directory=False):
+    """The permissions open() or mkdir() would have given (0644 / 0755 under the usual umask), where mkstemp and
+    mkdtemp give 0600 / 0700: on a shared cluster a model or a result is meant to be readable by others."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, (0o777 if directory else 0o666) & ~umask)
 
 
 def atomic_write_text(path, text: str):
@@ -18,6 +71,7 @@ def atomic_write_text(path, text: str):
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        usual_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -29,9 +83,25 @@ def jsonl_text(rows, ensure_ascii=True) -> str:
     return "".join(json.dumps(r, ensure_ascii=ensure_ascii) + "\n" for r in rows)
 
 
-def read_jsonl(path, required=("problem",), check=None) -> list[dict]:
-    """Rows of a JSON Lines file; a malformed line or a missing field is an error naming file and line.
-    `check(row)` may return a further complaint about a row (a string), reported the same way."""
+TYPE_NAMES = {str: "a string", int: "a whole number", float: "a number", bool: "true or false", list: "a list",
+              dict: "an object"}
+ID, TEXT, NUMBER, ANSWER = (str, int), (str,), (int, float), (str, int, float)
+PROBLEM_TYPES = {"id": ID, "problem": TEXT, "answer": ANSWER}  # a problem file's fields: benchmarks, stages
+
+
+def type_error(field, value, types) -> str | None:
+    """A complaint when value is not of one of types (a bool is no number here, as JSON sees it)."""
+    types = types if isinstance(types, tuple) else (types,)
+    if isinstance(value, types) and not (isinstance(value, bool) and bool not in types):
+        return None
+    allowed = " or ".join(dict.fromkeys(TYPE_NAMES[t] for t in types if not (t is int and float in types)))
+    return f"'{field}' must be {allowed}, got {json.dumps(value)[:40]}"
+
+
+def read_jsonl(path, required=("problem",), types=None, check=None) -> list[dict]:
+    """Rows of a JSON Lines file; a malformed line, a missing field or a field of the wrong type (types: field
+    -> type or tuple of types, checked where present) is an error naming file and line. `check(row)` may
+    return a further complaint about a row (a string), reported the same way."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
@@ -50,7 +120,8 @@ def read_jsonl(path, required=("problem",), check=None) -> list[dict]:
             if missing:
                 raise ValueError(f"{path}:{lineno}: missing field(s) {', '.join(missing)}; "
                                  f"each line needs {', '.join(required)}")
-            complaint = check(row) if check else None
+            complaint = next((c for k, t in (types or {}).items() if k in row
+                              for c in [type_error(k, row[k], t)] if c), None) or (check(row) if check else None)
             if complaint:
                 raise ValueError(f"{path}:{lineno}: {complaint}")
             rows.append(row)

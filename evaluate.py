@@ -14,8 +14,10 @@ Responses, summary.json and summary.md go to --out-dir. Benchmarks are JSON Line
 
 Every response is graded twice (grade.py): by the strict rules, the main numbers, and by the rules of the
 SkyThought harness behind the TLDR paper's table ("paper's rules"), so that a comparison with the paper is
-like for like. Responses are always graded against the benchmark file's current answers. To grade
-responses made elsewhere, use `python grade.py FILE`.
+like for like. Responses are always graded against the benchmark file's current answers. A rerun into the
+same --out-dir adds only what is missing, and refuses responses made with another model or other settings
+(each BENCH.settings.json says how BENCH.jsonl was made). To grade responses made elsewhere, use
+`python grade.py FILE`.
 """
 
 import argparse
@@ -26,6 +28,7 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
+from common import check_settings
 from grade import grade_responses
 
 ROOT = Path(__file__).resolve().parent
@@ -192,7 +195,7 @@ def _positive(text):
 
 def read_benchmarks(args):
     """{name: problem rows} of every --bench, read (and checked) before any model is loaded."""
-    from common import read_jsonl
+    from common import PROBLEM_TYPES, read_jsonl
     # a name from BENCHMARKS (a file in --data-dir), or the path of a JSON Lines file of one's own
     names = [b.strip() for b in args.bench.split(",") if b.strip()]
     unknown = [b for b in names if b not in BENCHMARKS and not b.endswith(".jsonl")]
@@ -205,30 +208,13 @@ def read_benchmarks(args):
         if not path.is_file():
             sys.exit(f"error: {path} not found; run `python data/prepare.py` first, or pass --data-dir")
         try:
-            rows = read_jsonl(path, required=("id", "problem", "answer"), check=lambda r: None if (
-                isinstance(r["problem"], str) and isinstance(r["answer"], (str, int, float))) else
-                "'problem' must be a string and 'answer' a string or a number")
+            rows = read_jsonl(path, required=("id", "problem", "answer"), types=PROBLEM_TYPES)
         except ValueError as e:
             sys.exit(f"error: {e}")
         if not rows:
             sys.exit(f"error: {path} has no problems")
         problems[name] = rows[:args.limit] if args.limit else rows
     return problems
-
-
-def claim_out_dir(out_dir: Path, stamp: dict, write=True):
-    """Responses made with other settings must not be mixed into this run's numbers: an --out-dir remembers
-    the model and settings its responses were made with, and refuses others."""
-    from common import atomic_write_text
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if (out_dir / "settings.json").exists():
-        old = _read_json(out_dir / "settings.json", "the settings of an earlier run")
-        if old != stamp:
-            diff = ", ".join(f"{k}: {old.get(k)} -> {v}" for k, v in stamp.items() if old.get(k) != v)
-            sys.exit(f"error: {out_dir} holds responses made with other settings ({diff}); "
-                     f"pass another --out-dir or delete it")
-    if write:
-        atomic_write_text(out_dir / "settings.json", json.dumps(stamp, indent=1) + "\n")
 
 
 def grade_benchmark(name, problems, done, n, workers):
@@ -254,10 +240,30 @@ def protocol_settings(args) -> dict:
             "seed": args.seed}
 
 
+def model_directory(model: str) -> str:
+    """--model: a model directory, or the chosen.json of a training run (the checkpoint it names)."""
+    if not model.endswith(".json"):
+        return model
+    path = Path(model)
+    if not path.is_file():
+        sys.exit(f"error: {path}: no such file; train.py writes it at the end of a run in which a checkpoint passed "
+                 f"the choice rule (dev accuracy > 0.7 x A_L): see {path.parent / 'metrics.jsonl'}")
+    try:
+        checkpoint = json.loads(path.read_text())["checkpoint"]
+    except (ValueError, KeyError, TypeError) as e:
+        sys.exit(f"error: {path} is damaged ({type(e).__name__}: {e}); run the training again with --resume to "
+                 f"rewrite it (it then only redoes the choice), or pass a checkpoint directory")
+    if not (Path(checkpoint) / "config.json").is_file():
+        sys.exit(f"error: {path} names {checkpoint}, which is not a checkpoint (was it moved or pruned?)")
+    return checkpoint
+
+
 def read_baseline(path):
     base = _read_json(path, "the baseline summary")
-    if not (isinstance(base.get("benchmarks"), dict) and all(
-            isinstance(m, dict) and {"accuracy", "tokens"} <= set(m) for m in base["benchmarks"].values())):
+    number = lambda x: isinstance(x, (int, float)) and not isinstance(x, bool)
+    if not (isinstance(base, dict) and isinstance(base.get("benchmarks"), dict) and all(
+            isinstance(m, dict) and number(m.get("accuracy")) and (m.get("tokens") is None or number(m["tokens"]))
+            and "tokens" in m for m in base["benchmarks"].values())):
         sys.exit(f"error: {path} is not a summary.json written by evaluate.py (--compare needs one)")
     return base
 
@@ -269,11 +275,11 @@ def run_evaluation(args):
     from common import atomic_write_text, jsonl_text
     from model import Transformer, attention_summary
 
+    args.model = model_directory(args.model)
     problems, settings = read_benchmarks(args), protocol_settings(args)
     base = read_baseline(args.compare) if args.compare else None
     out_dir = Path(args.out_dir or Path("out") / "eval" / f"{Path(args.model).resolve().name}-{args.protocol}")
     rank, _, device = sample.start_processes()  # under torchrun every process answers its share of each benchmark
-    claim_out_dir(out_dir, {"model": str(Path(args.model).resolve()), **settings}, write=rank == 0)
     dtype = args.dtype or ("bfloat16" if device.startswith("cuda") else "float32")
     try:
         tok = sample.load_tokenizer(args.model)
@@ -322,7 +328,8 @@ def run_evaluation(args):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="model directory (config.json, *.safetensors, tokenizer)")
+    p.add_argument("--model", required=True, help="model directory (config.json, *.safetensors, tokenizer), or "
+                   "the chosen.json of a training run")
     p.add_argument("--bench", default="gsm8k,math500,aime24,amc23",
                    help=f"comma-separated: {', '.join(BENCHMARKS)}, or paths of .jsonl files")
     p.add_argument("--protocol", choices=PROTOCOLS, default="tldr-paper")
@@ -340,7 +347,9 @@ def main(argv=None):
     p.add_argument("--compare", metavar="BASE_SUMMARY", help="summary.json of a baseline run: adds the token "
                    "reduction and accuracy change")
     p.add_argument("--workers", type=_positive, default=2, help="grading processes")
-    return run_evaluation(p.parse_args(sys.argv[1:] if argv is None else argv))
+    args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    check_settings(vars(args))
+    return run_evaluation(args)
 
 
 if __name__ == "__main__":

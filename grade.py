@@ -49,7 +49,7 @@ from collections import Counter, defaultdict, deque
 from fractions import Fraction
 from pathlib import Path
 
-from common import atomic_write_text, jsonl_text, read_jsonl
+from common import ANSWER, NUMBER, TEXT, atomic_write_text, jsonl_text, read_jsonl
 
 ROOT = Path(__file__).resolve().parent
 RULES = ("strict", "skythought")
@@ -657,16 +657,9 @@ def _positive(text):
 
 
 def read_responses(path, agree=None, tokens_field=None):
-    def check(r):
-        if not isinstance(r["response"], str):
-            return f"'response' must be a string, got {type(r['response']).__name__}"
-        if not isinstance(r["answer"], (str, int, float)) or isinstance(r["answer"], bool):
-            return f"'answer' must be a string or a number, got {type(r['answer']).__name__}"
-        if agree and not isinstance(r.get(agree), bool):
-            return f"the --agree field {agree!r} must be true or false"
-        if tokens_field and not isinstance(r.get(tokens_field), (int, float)):
-            return f"the --tokens_field {tokens_field!r} must be a number"
-    return read_jsonl(path, required=("response", "answer"), check=check)
+    types = {"response": TEXT, "answer": ANSWER, **({agree: bool} if agree else {}),
+             **({tokens_field: NUMBER} if tokens_field else {})}
+    return read_jsonl(path, required=("response", "answer", *filter(None, (agree, tokens_field))), types=types)
 
 
 def count_tokens(rows, tokenizer):

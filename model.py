@@ -22,6 +22,7 @@ slot (page * page_size + offset). A forward with T > 1 is a prefill (packed prom
 0); with T == 1 it is a decode step in which each row attends to the tokens of its block table.
 """
 
+import hashlib
 import itertools
 import json
 import math
@@ -34,6 +35,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from common import usual_mode
 
 try:  # optional, GPU only (make gpu-install); without it CUDA runs use torch's SDPA, which is slower
     import flash_attn
@@ -387,7 +390,9 @@ class Transformer(nn.Module):
         path = Path(path)
         cfg = Config.from_hf(read_config(path), str(path / "config.json"))
         weights = Weights(path)
-        return cls.from_state_dict(cfg, {k: weights.read(k, dtype, device) for k in weights.keys()}, where=str(path))
+        m = cls.from_state_dict(cfg, {k: weights.read(k, dtype, device) for k in weights.keys()}, where=str(path))
+        m.source = model_files(path)
+        return m
 
     @classmethod
     def from_state_dict(cls, cfg: Config, state: dict, where="state dict"):
@@ -412,6 +417,7 @@ class Transformer(nn.Module):
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
+        usual_mode(tmp, directory=True)  # mkdtemp's 0700 would keep the model from the other users of a cluster
         state = self.state_dict()
         write_weights(weight_shapes(self), state.__getitem__, self.config, tmp,
                       dtype or self.lm_head.weight.dtype, max_shard_bytes)
@@ -430,6 +436,15 @@ def read_config(path: Path) -> dict:
         return json.loads(f.read_text())
     except json.JSONDecodeError as e:
         raise ValueError(f"{f}: line {e.lineno}: not valid JSON ({e.msg}); re-download the checkpoint") from None
+
+
+def model_files(path: Path) -> dict:
+    """What identifies a model directory's weights: its path, its config.json and the sizes of its weight files
+    (cheap, and enough to tell a re-trained or re-downloaded model from the one an output was made with)."""
+    path = Path(path).resolve()
+    sizes = sorted((f.name, f.stat().st_size) for f in path.glob("*.safetensors"))
+    digest = hashlib.sha256(((path / "config.json").read_bytes() + repr(sizes).encode())).hexdigest()
+    return {"path": str(path), "files": digest[:16]}
 
 
 def saved_dtype(cfg: Config) -> torch.dtype:
@@ -517,7 +532,8 @@ def write_weights(shapes: dict, fetch, cfg: Config, directory: Path, dtype, max_
 def commit_dir(tmp: Path, path: Path):
     """Put a fully written temporary directory in place of `path` by renaming: a killed process leaves
     either the previous `path` or the new one, never a half-written directory under that name."""
-    for f in Path(tmp).rglob("*"):
+    for f in [Path(tmp), *Path(tmp).rglob("*")]:
+        usual_mode(f, directory=f.is_dir())  # safetensors and mkdtemp create 0600 / 0700: others could not read
         if f.is_file():
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())

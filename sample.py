@@ -40,7 +40,9 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from common import atomic_write_text, read_jsonl
+from common import ID, PROBLEM_TYPES, TEXT, atomic_write_text, check_settings, read_jsonl, type_error
+
+OUTPUT_TYPES = {"id": ID, "sample": int, "response": TEXT, "tokens": int, "finish": TEXT}  # a line of an output
 from model import CacheIndex, KVCache, Transformer, attention_summary
 
 # DeepSeek's recommended instruction for math; the user turn carries it, the answer starts with "<think>\n".
@@ -61,7 +63,18 @@ def load_tokenizer(path):
     # tokenizer.json defines the tokenization completely; AutoTokenizer would instead pick a class from the
     # model's config.json (Qwen2Tokenizer), which re-derives its pre-tokenizer and can change what it encodes
     load = PreTrainedTokenizerFast if (path / "tokenizer.json").is_file() else AutoTokenizer
-    tok = load.from_pretrained(str(path))
+    for name in ("tokenizer.json", "tokenizer_config.json"):  # a damaged file is named, not a traceback
+        try:
+            if (path / name).is_file():
+                json.loads((path / name).read_text())
+        except ValueError as e:
+            raise ValueError(f"{path / name}: damaged ({e}); copy the tokenizer files from the base model "
+                             f"again") from None
+    try:
+        tok = load.from_pretrained(str(path))
+    except Exception as e:  # whatever else transformers finds wrong with the files
+        raise ValueError(f"{path}: cannot load its tokenizer ({type(e).__name__}: {e}); copy the tokenizer files "
+                         f"from the base model again") from None
     if tok.chat_template is None:
         raise ValueError(f"{path}: the tokenizer has no chat template (tokenizer_config.json 'chat_template')")
     return tok
@@ -438,25 +451,38 @@ def rank_and_world():
 
 
 def read_lines(path: Path, own: bool) -> dict:
-    """{(id, sample): line} of an output or part file. A last line without its newline is a torn write of a
-    killed run: dropped, and cut off the file when this process owns it (other processes may be writing theirs)."""
-    lines, good = {}, 0
+    """{(id, sample): (line, row)} of an output or part file. A last line without its newline is either a torn
+    write of a killed run (dropped) or a complete line whose newline an editor or another tool left out (kept);
+    this process repairs the file (cuts the torn line, adds the newline) only when it owns it: the other
+    processes may be writing theirs."""
+    lines, good, repair = {}, 0, False
     if not path.exists():
         return lines
     with open(path, "rb") as f:
-        for line in f:
-            if not line.endswith(b"\n"):
-                break
+        for lineno, line in enumerate(f, 1):
             try:
                 row = json.loads(line)
-                lines[(str(row["id"]), row["sample"])] = line
-            except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
-                raise ValueError(f"{path}: line {len(lines) + 1} is malformed; this is not an output file of "
-                                 f"sample.py (move it away or pass another --out)") from None
+                complaint = None if isinstance(row, dict) and {"id", "sample"} <= set(row) else "not a completion"
+                complaint = complaint or next((c for k, t in OUTPUT_TYPES.items() if k in row
+                                               for c in [type_error(k, row[k], t)] if c), None)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                row, complaint = None, "not valid JSON"
+            if not line.endswith(b"\n"):
+                if complaint:  # torn by a killed run
+                    break
+                line, repair = line + b"\n", True
+            elif complaint:
+                raise ValueError(f"{path}:{lineno}: {complaint}; this is not an output file of sample.py (move it "
+                                 f"away or pass another --out)")
+            lines[(str(row["id"]), row["sample"])] = (line, row)
             good += len(line)
-    if own and good < path.stat().st_size:
-        print(f"{path}: dropping a torn last line from an interrupted run", file=sys.stderr)
-        os.truncate(path, good)
+    if own and (repair or good < path.stat().st_size):
+        print(f"{path}: {'adding the missing final newline' if repair else 'dropping a torn last line'}",
+              file=sys.stderr)
+        os.truncate(path, good - repair)
+        if repair:
+            with open(path, "ab") as f:
+                f.write(b"\n")
     return lines
 
 
@@ -473,9 +499,48 @@ def merge_parts(out_path: Path, rows: list[dict]):
         for key, line in read_lines(part, own=False).items():
             lines.setdefault(key, line)
     keys = sorted(lines, key=lambda k: (order.get(k[0], len(order)), k[0] if k[0] not in order else "", k[1]))
-    atomic_write_text(out_path, "".join(lines[k].decode() for k in keys))
+    atomic_write_text(out_path, "".join(lines[k][0].decode() for k in keys))
     for part in part_files(out_path):
         part.unlink()
+
+
+# what decides a completion, besides its prompt: what a resumed output must have been made with
+STAMPED = {"temperature": 0.0, "top_p": 1.0, "top_k": 0, "max_new_tokens": None, "seed": 0}
+
+
+def stamp(model, tok, settings: dict) -> dict:
+    """The model (its files), the prompt format and the sampling settings that made an output file."""
+    template = tok.chat_template + "\0" + tok.init_kwargs.get("prompt_instruction", INSTRUCTION)
+    return {"model": getattr(model, "source", None),
+            "prompt_format": hashlib.sha256(template.encode()).hexdigest()[:16],
+            "sampling": {k: settings.get(k, default) for k, default in STAMPED.items()}}
+
+
+def check_stamp(out_path: Path, made: dict, done: dict, rows: list[dict]):
+    """Refuse to resume an output made otherwise: with another model, prompt format or sampling settings (its
+    OUT.settings.json), or for other problem texts under the same ids (an edited problems file)."""
+    path = out_path.with_name(out_path.stem + ".settings.json")
+    if path.exists():
+        try:
+            old = json.loads(path.read_text())
+        except ValueError:
+            raise ValueError(f"{path} is damaged (not JSON); it says how {out_path} was made: delete both to start "
+                             f"over") from None
+        if old != made:
+            flat = lambda d: {f"{k}.{kk}" if isinstance(v, dict) else k: vv for k, v in d.items()
+                              for kk, vv in (v.items() if isinstance(v, dict) else [(k, v)])}
+            diff = [f"{k}: {flat(old).get(k)} -> {v}" for k, v in flat(made).items() if flat(old).get(k) != v]
+            raise ValueError(f"{out_path} holds completions made otherwise ({'; '.join(diff)}); pass another --out, "
+                             f"or delete {out_path} and {path.name} to start over")
+    elif done:
+        raise ValueError(f"{out_path} holds completions but no {path.name} saying how they were made; pass another "
+                         f"--out, or delete {out_path} to start over")
+    problems = {str(r["id"]): r["problem"] for r in rows}
+    for (pid, _), (_, row) in done.items():
+        if pid in problems and row.get("problem") != problems[pid]:
+            raise ValueError(f"{out_path}: id {pid} was sampled for another problem text (the problems file changed "
+                             f"since); pass another --out, or delete {out_path} to start over")
+    return path
 
 
 def sample_file(model, tok, rows: list[dict], out_path, n=1, progress=True, **settings) -> list[dict]:
@@ -489,7 +554,11 @@ def sample_file(model, tok, rows: list[dict], out_path, n=1, progress=True, **se
     done = {**read_lines(out_path, own=False), **read_lines(mine, own=True)}
     for part in part_files(out_path):
         done.update(read_lines(part, own=False) if part != mine else {})
+    made = stamp(model, tok, settings)
+    stamp_path = check_stamp(out_path, made, done, rows)
     barrier()  # every process has read the files before any appends to its own
+    if rank == 0:
+        atomic_write_text(stamp_path, json.dumps(made, indent=1) + "\n")
     context = model.config.max_position_embeddings
     todo, too_long = [], []
     for row in rows[rank::world]:
@@ -515,7 +584,7 @@ def sample_file(model, tok, rows: list[dict], out_path, n=1, progress=True, **se
     if rank == 0:
         merge_parts(out_path, rows)
     barrier()
-    return read_jsonl(out_path, required=("id", "sample", "response"))
+    return read_jsonl(out_path, required=("id", "sample", "response"), types=OUTPUT_TYPES)
 
 
 def barrier():
@@ -538,11 +607,12 @@ def main(argv=None):
     p.add_argument("--batch_size", type=int, default=32, help="KV-cache slots (sequences decoded at once)")
     p.add_argument("--dtype", default="bfloat16" if torch.cuda.is_available() else "float32")
     args = p.parse_args(argv)
+    check_settings(vars(args))
     if bool(args.prompt) == bool(args.prompts) or bool(args.prompts) != bool(args.out):
         p.error("give either --prompt TEXT, or --prompts FILE with --out FILE")
     rank, _, device = start_processes()  # under torchrun (--prompts): every process answers its share
     try:
-        rows = read_jsonl(args.prompts, required=("problem",)) if args.prompts else None
+        rows = read_jsonl(args.prompts, required=("problem",), types=PROBLEM_TYPES) if args.prompts else None
         tok = load_tokenizer(args.model)
         model = Transformer.from_pretrained(args.model, dtype=getattr(torch, args.dtype), device=device)
     except (OSError, ValueError) as e:

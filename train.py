@@ -26,6 +26,7 @@ import os
 import shutil
 import sys
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -33,7 +34,8 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from common import atomic_write_text, jsonl_text, read_jsonl
+from common import (FRACTION, PROBLEM_TYPES, RULES, TEXT, above, at_least, atomic_write_text, between,
+                    check_settings, jsonl_text, read_jsonl)
 from model import (Config, KVCache, Transformer, Weights, attention_summary, commit_dir, read_config,
                    rope_inv_freq, saved_dtype, weight_shapes, write_weights)
 from ratio import Bounds, Mixture
@@ -92,6 +94,18 @@ class TrainConfig:
     plan_gpu_gib: float = 80.0     # --plan: the memory of one GPU (a real run reads its device's)
 
 
+# what every numeric setting may be (checked with the config, before any work)
+TRAIN_RULES = {
+    "w_short": between(0, 1), "eta": at_least(0), "c": between(0, 1), "max_steps": at_least(1),
+    "global_batch": at_least(1), "row_tokens": at_least(1), "max_len": at_least(1), "lr": above(0),
+    "min_lr": at_least(0), "warmup_steps": at_least(0), "weight_decay": at_least(0), "beta1": between(0, 1, True),
+    "beta2": between(0, 1, True), "grad_clip": at_least(0), "eval_interval": at_least(1),
+    "dev_max_new_tokens": RULES["max_new_tokens"], "dev_temperature": RULES["temperature"], "dev_top_p": FRACTION,
+    "dev_batch_size": at_least(1), "save_interval": at_least(1), "keep_checkpoints": at_least(1),
+    "seed": RULES["seed"], "dist_timeout_minutes": at_least(1), "plan_world": at_least(1), "plan_gpu_gib": above(0),
+}
+
+
 def load_config(argv) -> TrainConfig:
     """Defaults, then config files of `key = literal` lines in order, then --key=value flags."""
     cfg, fields = TrainConfig(), {f.name: f for f in dataclasses.fields(TrainConfig)}
@@ -145,9 +159,10 @@ def load_examples(path, tok, max_len, name):
     """Tokenized (ids, prompt_length) pairs, rendered exactly as sample.py renders prompts at test time."""
     def check(row):
         if "messages" in row:
-            roles = [m.get("role") for m in row["messages"]] if isinstance(row["messages"], list) else None
-            if roles is None or "user" not in roles or "assistant" not in roles:
-                return "'messages' needs a user and an assistant turn"
+            turns = row["messages"] if isinstance(row["messages"], list) else []
+            if not all(isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+                       for m in turns) or not {"user", "assistant"} <= {m["role"] for m in turns}:
+                return "'messages' must be a list of {'role', 'content'} strings with a user and an assistant turn"
         elif not ("problem" in row and "response" in row):
             return "missing field(s): each line needs problem and response (or messages)"
         return None
@@ -155,7 +170,7 @@ def load_examples(path, tok, max_len, name):
     if not path:
         raise SystemExit(f"no {name} data: set {name}=PATH (JSON Lines)")
     try:
-        rows = read_jsonl(path, required=(), check=check)
+        rows = read_jsonl(path, required=(), types={"problem": TEXT, "response": TEXT}, check=check)
     except (OSError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None
     examples, too_long = [], 0
@@ -435,10 +450,11 @@ def save_checkpoint(model, opt, cfg, state: dict, out_dir: Path, step: int, chos
             shutil.copy2(f, tmp / f.name)
         atomic_write_text(tmp / "train_state" / "state.json", json.dumps({**state, "world_size": world}, indent=1))
         commit_dir(tmp, final)
-        # prune: keep the latest few, and the checkpoint the choice rule prefers so far
-        keep = set(checkpoints(out_dir)[-cfg.keep_checkpoints:])
-        for old in checkpoints(out_dir):
-            if old not in keep and old.name != f"step_{chosen_step or 0:06d}":
+        # prune this run's checkpoints (never another's): keep the latest few, and the one the rule prefers so far
+        mine = [c for c in checkpoints(out_dir) if read_state(c) is not None
+                and read_state(c).get("run_id", "before-run-ids") == state["run_id"]]
+        for old in mine[:-cfg.keep_checkpoints]:
+            if old.name != f"step_{chosen_step or 0:06d}":
                 shutil.rmtree(old)
     barrier()
     return final
@@ -457,7 +473,11 @@ def save_optimizer(opt, path: Path):
 def load_optimizer(opt, path: Path):
     from safetensors.torch import load_file
     from torch.distributed.tensor import DTensor
-    saved = load_file(str(path))
+    try:
+        saved = load_file(str(path))
+    except Exception as e:  # missing, truncated, not safetensors
+        raise SystemExit(f"{path}: cannot read the optimizer state ({e}); the checkpoint is damaged: move "
+                         f"{path.parents[1]} away to resume from the checkpoint before it") from None
     sd = opt.state_dict()
     params = [p for g in opt.param_groups for p in g["params"]]
     state = {}
@@ -471,20 +491,44 @@ def load_optimizer(opt, path: Path):
     opt.load_state_dict(sd)
 
 
+def read_state(ckpt: Path) -> dict | None:
+    """A checkpoint's train_state/state.json, or None if it is missing or damaged."""
+    try:
+        state = json.loads((ckpt / "train_state" / "state.json").read_text())
+    except (OSError, ValueError):
+        return None
+    keys = {"step": int, "config": dict, "mixture": dict, "metrics": list, "world_size": int}
+    return state if isinstance(state, dict) and all(isinstance(state.get(k), t) for k, t in keys.items()) else None
+
+
 def resume_point(cfg, out_dir: Path, rank: int, world: int, log):
-    """(checkpoint, state, master file) of the latest complete checkpoint to resume, or (None, None, None).
-    An interrupted write is a dot-directory, never taken."""
-    if not (cfg.resume and checkpoints(out_dir)):
+    """(checkpoint, state, master file) of the latest complete checkpoint to resume, or (None, None, None) for a
+    new run. An interrupted write is a dot-directory, never taken. A new run never starts in a folder that holds
+    another run: its checkpoints, metrics and choice would be mixed with (and its pruning would delete) those."""
+    if not cfg.resume:
+        taken = [p.name for p in checkpoints(out_dir)] + [f for f in ("metrics.jsonl",) if (out_dir / f).exists()]
+        if taken:
+            raise SystemExit(f"{out_dir} holds a run already ({', '.join(taken[-2:])}): pass --resume to continue it "
+                             f"or another out_dir; to start over, delete {out_dir} first")
+        return None, None, None
+    if not checkpoints(out_dir):
         return None, None, None
     ckpt = checkpoints(out_dir)[-1]
-    state = json.loads((ckpt / "train_state" / "state.json").read_text())
+    state = read_state(ckpt)
+    if state is None:
+        raise SystemExit(f"{ckpt / 'train_state' / 'state.json'} is missing or damaged: the checkpoint cannot be "
+                         f"resumed. Move {ckpt} away to resume from the checkpoint before it.")
     if state["world_size"] != world:
         raise SystemExit(f"{ckpt}: saved by {state['world_size']} processes, resumed with {world}: "
                          f"the optimizer shards only fit the same number")
     master = ckpt / "train_state" / shard_file("master", rank, world)
+    try:
+        weights_dtype = saved_dtype(Config.from_hf(read_config(ckpt), str(ckpt / "config.json")))
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"error: {e}; or move {ckpt} away to resume from the checkpoint before it") from None
     if not master.exists():
         # float32 model weights are the master weights (and checkpoints of nanoTLDR before bf16 checkpoints)
-        if saved_dtype(Config.from_hf(read_config(ckpt))) != torch.float32:
+        if weights_dtype != torch.float32:
             raise SystemExit(f"{ckpt}: no float32 master weights ({master.name}) beside the rounded model weights; "
                              f"this checkpoint cannot be resumed exactly (start a new run from it with model={ckpt})")
         master = None
@@ -605,6 +649,7 @@ def lr_at(cfg, step):
 
 
 def validate(cfg: TrainConfig):
+    check_settings(dataclasses.asdict(cfg), TRAIN_RULES)
     problems = []
     if cfg.mixture not in ("dynamic", "static"):
         problems.append(f"mixture={cfg.mixture!r}: use dynamic or static")
@@ -640,7 +685,7 @@ def main(argv=None):
     try:
         tok = load_tokenizer(cfg.model)
         bounds = Bounds.load(cfg.bounds) if cfg.bounds else None
-        dev_rows = read_jsonl(cfg.dev, required=("problem", "answer")) if cfg.dev else []
+        dev_rows = read_jsonl(cfg.dev, required=("problem", "answer"), types=PROBLEM_TYPES) if cfg.dev else []
     except (OSError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None
     if cfg.dev and not dev_rows:
@@ -660,7 +705,9 @@ def main(argv=None):
     mixture = Mixture(weights, cfg.eta, cfg.c, static=cfg.mixture == "static")
 
     ckpt, state, master_file = resume_point(cfg, out_dir, rank, world, log)
-    start, state = (state["step"], state) if state else (0, {"metrics": []})
+    # a run's id (kept by a resumed run) marks its checkpoints: pruning (rank 0's) only ever removes its own
+    start, state = (state["step"], state) if state else (0, {"metrics": [], "run_id": uuid.uuid4().hex})
+    state.setdefault("run_id", "before-run-ids")  # a checkpoint written before run ids
     if ckpt:
         mixture.load_state_dict(state["mixture"])
     model = build_model(cfg, Path(ckpt or cfg.model), master_file, device, dtype, sharded)
@@ -730,7 +777,8 @@ def main(argv=None):
             evals = [x for x in metrics if "dev_acc" in x]
             chosen = choose(evals, bounds.long_acc) if bounds else None
             path = save_checkpoint(model, opt, cfg, {"step": step, "config": dataclasses.asdict(cfg),
-                                                     "mixture": mixture.state_dict(), "metrics": metrics},
+                                                     "mixture": mixture.state_dict(), "metrics": metrics,
+                                                     "run_id": state["run_id"]},
                                    out_dir, step, chosen and chosen["step"], sharded)
             log(f"saved {path}")
 

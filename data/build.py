@@ -24,6 +24,7 @@ the boxed final answer, so System-1 examples have the shape of R1's answers, onl
 """
 
 import argparse
+import json
 import random
 import sys
 from collections import defaultdict
@@ -32,7 +33,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common import atomic_write_text, jsonl_text, read_jsonl  # noqa: E402
+from common import PROBLEM_TYPES, atomic_write_text, check_settings, jsonl_text, read_jsonl  # noqa: E402
 from grade import grade_responses  # noqa: E402
 from model import Transformer, attention_summary  # noqa: E402
 from ratio import Bounds  # noqa: E402
@@ -41,7 +42,8 @@ from sample import load_tokenizer, rank_and_world, sample_file, start_processes 
 
 def sample_and_grade(model_dir, problems, samples_path, args, n):
     """All n completions of every problem (resumable; under torchrun every process answers its share), graded on
-    rank 0: its rows with "correct" and "pred"; the other processes get None."""
+    rank 0: its rows with "correct" and "pred"; the other processes get None. What made the samples is in
+    SAMPLES.settings.json (a rerun with another model or settings is refused)."""
     rank, _ = rank_and_world()
     dtype = torch.bfloat16 if args.device.startswith("cuda") else torch.float32
     try:
@@ -51,8 +53,11 @@ def sample_and_grade(model_dir, problems, samples_path, args, n):
         sys.exit(f"error: {e}")
     if rank == 0:
         print(f"build: {model_dir}: {attention_summary(args.device, dtype)}")
-    rows = sample_file(model, tok, problems, samples_path, n=n, max_new_tokens=args.max_new_tokens,
-                       temperature=args.temperature, top_p=args.top_p, seed=args.seed, batch_size=args.batch_size)
+    try:
+        rows = sample_file(model, tok, problems, samples_path, n=n, max_new_tokens=args.max_new_tokens,
+                           temperature=args.temperature, top_p=args.top_p, seed=args.seed, batch_size=args.batch_size)
+    except ValueError as e:  # samples made otherwise, or a damaged samples file
+        sys.exit(f"error: {e}")
     del model
     if rank != 0:
         return None
@@ -130,9 +135,12 @@ def build_bounds(args, problems, out):
         bounds = Bounds(measured["short"][0], measured["short"][1], measured["long"][0], measured["long"][1])
     except ValueError as e:
         sys.exit(f"error: the measured bounds cannot drive TLDR: {e}")
-    atomic_write_text(out, bounds.to_json(
-        short_model=args.short, long_model=args.long, problems=len(problems), samples=args.samples,
-        sampling={"temperature": args.temperature, "top_p": args.top_p, "max_new_tokens": args.max_new_tokens}))
+    # what the samples were made with (sample_file refuses to resume samples made otherwise, so it is this
+    # command's settings; train.py compares "sampling" with its dev evaluation's)
+    made = {name: json.loads(out.with_suffix(f".{name}.settings.json").read_text()) for name in ("short", "long")}
+    sampling = {k: made["long"]["sampling"][k] for k in ("temperature", "top_p", "max_new_tokens")}
+    atomic_write_text(out, bounds.to_json(short_model=args.short, long_model=args.long, problems=len(problems),
+                                          samples=args.samples, sampling=sampling, made_with=made))
     print(f"build: wrote {out}")
 
 
@@ -153,12 +161,13 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch_size", type=int, default=64, help="sequences decoded at once, per process")
     args = p.parse_args(argv)
+    check_settings(vars(args))
     if args.stage in ("system1", "system2") and not args.model:
         p.error(f"{args.stage} needs --model")
     if args.stage == "bounds" and not (args.short and args.long):
         p.error("bounds needs --short and --long")
     try:
-        problems = read_jsonl(args.problems, required=("id", "problem", "answer"))
+        problems = read_jsonl(args.problems, required=("id", "problem", "answer"), types=PROBLEM_TYPES)
     except (OSError, ValueError) as e:
         sys.exit(f"error: {e}")
     problems = problems[:args.limit] if args.limit else problems

@@ -68,7 +68,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tiny  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common import atomic_write_text, jsonl_text  # noqa: E402
+from common import at_least, atomic_write_text, between, check_settings, jsonl_text  # noqa: E402
 
 MAX_TOTAL = 9                           # answers and running totals stay within 0..MAX_TOTAL
 HARD_TERMS = (5, 6)                     # numbers in a hard problem
@@ -157,6 +157,9 @@ def main(argv=None):
     p.add_argument("--test_easy", type=int, default=64)
     p.add_argument("--test_hard", type=int, default=256)
     args = p.parse_args(argv)
+    check_settings(vars(args), {"seed": at_least(0), "test_easy": between(1, len(easy_problems())),
+                                **{k: at_least(1) for k in ("system2_seed", "short_seed", "s2_problems", "dev",
+                                                            "test_hard")}})
     if args.report:
         return report(Path(args.report))
     if not args.out:

@@ -80,10 +80,10 @@ def answer_key(problem_files, out, style, every):
     the ones whose position i has i % every != 0 for "long", == 0 for "short"). Long responses think at
     length before the boxed answer; short ones answer at once, as a model without a think block does."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from common import atomic_write_text, jsonl_text, read_jsonl
+    from common import PROBLEM_TYPES, atomic_write_text, jsonl_text, read_jsonl
     rows = []
     for path in problem_files:
-        for i, problem in enumerate(read_jsonl(path, required=("id", "problem", "answer"))):
+        for i, problem in enumerate(read_jsonl(path, required=("id", "problem", "answer"), types=PROBLEM_TYPES)):
             if every > 1 and (i % every == 0) == (style == "long"):
                 continue
             boxed = f"\\boxed{{{problem['answer']}}}"
@@ -112,6 +112,10 @@ if __name__ == "__main__":
     p.add_argument("--context", type=int, default=1024)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from common import at_least, check_settings
+    check_settings(vars(args), {k: at_least(1) for k in ("every", "hidden", "layers", "heads", "kv_heads",
+                                                          "intermediate", "context")} | {"seed": at_least(0)})
     if args.answer_key:
         try:
             rows = answer_key(args.problems.split(","), args.answer_key, args.style, args.every)

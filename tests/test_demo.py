@@ -46,6 +46,8 @@ def test_demo_chain_with_small_settings(tmp_path):
     bounds = json.loads((out / "bounds.json").read_text())
     assert bounds["long"]["accuracy"] > bounds["short"]["accuracy"]
     assert bounds["sampling"] == {"temperature": 0.7, "top_p": 1.0, "max_new_tokens": 160}
+    # what the samples behind the bounds were made with, from their own settings files
+    assert {m["sampling"]["temperature"] for m in bounds["made_with"].values()} == {0.7}
     # System-2 data: one shortest correct answer per problem that had one, in train.py's format
     s2 = [json.loads(line) for line in (out / "system2.jsonl").read_text().splitlines()]
     assert s2 and all({"id", "problem", "response"} <= set(r) and "</think>" in r["response"] for r in s2)

@@ -66,4 +66,4 @@ def test_evaluate_end_to_end(tiny_models, bench_dir, tmp_path):
     # responses made with other settings are not mixed in
     with pytest.raises(SystemExit) as e:
         E.main(args[:-2] + ["--out-dir", str(out), "--temperature", "0.5"])
-    assert "other settings (temperature: 0.7 -> 0.5)" in str(e.value)
+    assert "made otherwise (sampling.temperature: 0.7 -> 0.5)" in str(e.value)

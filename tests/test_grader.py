@@ -331,7 +331,7 @@ def test_unknown_benchmark_is_an_error_before_loading_anything(tmp_path):
     ('{"id": 1, "problem": "1+1?", "answer": "2"}\n{"id": 2, "problem": "2+2?"}\n',
      "gsm8k_test.jsonl:2: missing field(s) answer"),
     ("", "gsm8k_test.jsonl has no problems"),
-    ('{"id": 1, "problem": "1+1?", "answer": null}\n', "gsm8k_test.jsonl:1: 'problem' must be a string and 'answer'"),
+    ('{"id": 1, "problem": "1+1?", "answer": null}\n', "gsm8k_test.jsonl:1: 'answer' must be a string or a number, got null"),
     (None, "gsm8k_test.jsonl not found; run `python data/prepare.py` first"),
 ])
 def test_bad_benchmark_files_are_errors_before_loading_anything(tmp_path, content, message):

@@ -48,6 +48,6 @@ def test_evaluate_writes_the_same_bytes_on_two_processes(tiny_models, tmp_path):
                  "--max-new-tokens", "10", "--out-dir", str(out)], processes, 29743)
         assert p.returncode == 0, p.stderr[-2000:]
         files[processes] = {f.name: f.read_bytes() for f in out.iterdir()}
-    assert sorted(files[1]) == ["mini.jsonl", "settings.json", "summary.json", "summary.md"]
+    assert sorted(files[1]) == ["mini.jsonl", "mini.settings.json", "summary.json", "summary.md"]
     assert files[1] == files[2]
     assert E.bench_metrics  # the summary's numbers come from evaluate.py's own metrics

@@ -215,7 +215,7 @@ def test_over_length_examples_are_skipped_and_counted(setup, tmp_path, capsys):
 @pytest.mark.parametrize("text, message", [
     ('{"problem": "1+1", "response": "2"}\n{"problem": "2+2", "response": \n', r"bad.jsonl:2: not valid JSON"),
     ('{"problem": "1+1", "response": "2"}\n{"problem": "2+2"}\n', r"bad.jsonl:2: missing field\(s\)"),
-    ('{"messages": [{"role": "user", "content": "hi"}]}\n', r"bad.jsonl:1: 'messages' needs a user and an assistant"),
+    ('{"messages": [{"role": "user", "content": "hi"}]}\n', r"bad.jsonl:1: 'messages' must be a list of {'role', 'content'} strings with a user and an assistant"),
     ('\n\n', r"bad.jsonl: no usable system1 example"),
 ])
 def test_bad_training_data_names_file_and_line(setup, tmp_path, text, message):

@@ -1,0 +1,322 @@
+"""Every bad setting, file or rerun gets a clear answer (an error that names the setting or the file, no
+traceback), and a refused command changes nothing a user made (checked by hashing the folders before and after)."""
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import build
+import demo
+import evaluate
+import grade
+import sample
+import train
+from ratio import Bounds
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def snapshot(*folders) -> dict:
+    """Every file under the folders and its sha256 (and mode): what a refused command must leave as it was."""
+    return {str(f): (hashlib.sha256(f.read_bytes()).hexdigest(), f.stat().st_mode) for d in folders
+            for f in sorted(Path(d).rglob("*")) if f.is_file()}
+
+
+def refused(main, argv, message, *folders):
+    """main(argv) stops with a message containing `message`, and every file under `folders` is unchanged."""
+    before = snapshot(*folders)
+    with pytest.raises(SystemExit) as e:
+        main([str(a) for a in argv])
+    assert message in str(e.value), str(e.value)
+    assert snapshot(*folders) == before
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture(scope="module")
+def work(tiny_models, tmp_path_factory):
+    """A problems file, a finished sampling output, a finished training run, an evaluation: things a user made."""
+    d = tmp_path_factory.mktemp("work")
+    model = tiny_models["qwen2"]
+    write_jsonl(d / "problems.jsonl", [{"id": f"p{i}", "problem": f"What is {i} + 1?", "answer": str(i + 1)}
+                                       for i in range(4)])
+    sample.main(["--model", str(model), "--prompts", str(d / "problems.jsonl"), "--out", str(d / "out.jsonl"),
+                 "--samples", "2", "--max_new_tokens", "6", "--temperature", "0.7"])
+    write_jsonl(d / "s1.jsonl", [{"problem": f"{a}+1", "response": f"</think>\n\n\\boxed{{{a + 1}}}"} for a in range(8)])
+    (d / "bounds.json").write_text(Bounds(10, 0.1, 40, 0.6).to_json(
+        sampling={"temperature": 0.7, "top_p": 1.0, "max_new_tokens": 6}))
+    train.main(train_args(model, d, max_steps=2, save_interval=2))
+    evaluate.main(["--model", str(model), "--bench", str(d / "problems.jsonl"), "--samples", "1",
+                   "--max-new-tokens", "6", "--out-dir", str(d / "eval")])
+    return d, model
+
+
+def train_args(model, d, **over):
+    base = dict(model=model, system1=d / "s1.jsonl", system2=d / "s1.jsonl", dev=d / "problems.jsonl",
+                bounds=d / "bounds.json", out_dir=d / "run", max_steps=2, global_batch=4, row_tokens=200, max_len=200,
+                eval_interval=2, save_interval=2, dev_max_new_tokens=6, resume=True)
+    base.update(over)
+    return [f"--{k}={v}" for k, v in base.items()]
+
+
+# -----------------------------------------------------------------------------
+# bad settings: every script checks them all before any work
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--temperature", "-1", "temperature=-1.0: must be at least 0"),
+    ("--temperature", "nan", "temperature=nan: must be at least 0"),
+    ("--top_p", "7", "top_p=7.0: must be more than 0 and at most 1"),
+    ("--top_p", "0", "top_p=0.0: must be more than 0"),
+    ("--top_k", "-2", "top_k=-2: must be at least 0"),
+    ("--max_new_tokens", "0", "max_new_tokens=0: must be at least 1"),
+    ("--samples", "0", "samples=0: must be at least 1"),
+    ("--batch_size", "-4", "batch_size=-4: must be at least 1"),
+])
+def test_sample_refuses_bad_settings(work, flag, value, message):
+    d, model = work
+    refused(sample.main, ["--model", model, "--prompts", d / "problems.jsonl", "--out", d / "out.jsonl", flag, value],
+            message, d)
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--temperature", "-0.5", "temperature=-0.5"), ("--top_p", "inf", "top_p=inf"), ("--samples", "0", "samples=0"),
+    ("--limit", "-1", "limit=-1: must be at least 0"), ("--max_new_tokens", "-8", "max_new_tokens=-8"),
+    ("--batch_size", "0", "batch_size=0"), ("--size", "0", "size=0: must be at least 1"),
+])
+def test_build_refuses_bad_settings(work, flag, value, message):
+    d, model = work
+    refused(build.main, ["system2", "--model", model, "--problems", d / "problems.jsonl", "--out", d / "out.jsonl",
+                         flag, value], message, d)
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--temperature", "-1", "temperature=-1.0"), ("--top-p", "2", "top_p=2.0"), ("--top-p", "nan", "top_p=nan"),
+    ("--seed", "-3", "seed=-3: must be at least 0"),
+])
+def test_evaluate_refuses_bad_settings(work, flag, value, message):
+    d, model = work
+    refused(evaluate.main, ["--model", model, "--bench", d / "problems.jsonl", "--out-dir", d / "eval", flag, value],
+            message, d)
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("save_interval=0", "save_interval=0: must be at least 1"),
+    ("global_batch=0", "global_batch=0: must be at least 1"),
+    ("lr=-1e-5", "lr=-1e-05: must be more than 0"), ("lr=nan", "lr=nan"),
+    ("w_short=2", "w_short=2.0: must be between 0 and 1"), ("dev_top_p=0", "dev_top_p=0.0"),
+    ("dev_temperature=-0.7", "dev_temperature=-0.7"), ("beta2=1", "beta2=1.0: must be at least 0 and less than 1"),
+    ("keep_checkpoints=0", "keep_checkpoints=0"), ("max_len=-5", "max_len=-5"), ("eval_interval=0", "eval_interval=0"),
+    ("dev_max_new_tokens=0", "dev_max_new_tokens=0"), ("warmup_steps=-1", "warmup_steps=-1"),
+    ("dtype=float16", "dtype='float16': use auto, float32 or bfloat16"),
+])
+def test_train_refuses_bad_settings(work, setting, message):
+    d, model = work
+    refused(train.main, train_args(model, d) + [f"--{setting}"], message, d)
+
+
+def test_train_refuses_a_bad_setting_in_a_config_file(work, tmp_path):
+    d, model = work
+    (tmp_path / "recipe.py").write_text("lr = 0.0\nmax_steps = 3\n")
+    refused(train.main, [tmp_path / "recipe.py"] + train_args(model, d), "lr=0.0: must be more than 0", d)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--out", "x", "--test_easy", "100"], "test_easy=100: must be between 1 and 81"),
+    (["--out", "x", "--dev", "0"], "dev=0: must be at least 1"),
+])
+def test_demo_data_refuses_bad_settings(argv, message):
+    with pytest.raises(SystemExit, match=message):
+        demo.main(argv)
+
+
+def test_tiny_refuses_bad_settings(tmp_path):
+    p = subprocess.run([sys.executable, "data/tiny.py", "--out", str(tmp_path / "m"), "--layers", "0"], cwd=ROOT,
+                       capture_output=True, text=True)
+    assert p.returncode == 1 and "layers=0: must be at least 1" in p.stderr and "Traceback" not in p.stderr
+    assert not (tmp_path / "m").exists()
+
+
+def test_grade_refuses_bad_settings(work, tmp_path):
+    d, _ = work
+    p = subprocess.run([sys.executable, "grade.py", str(d / "out.jsonl"), "--workers", "0"], cwd=ROOT,
+                       capture_output=True, text=True)
+    assert p.returncode == 2 and "must be a whole number of at least 1" in p.stderr and "Traceback" not in p.stderr
+
+
+# -----------------------------------------------------------------------------
+# bad files: every field is checked for its type as it is read, and named with file:line
+
+
+@pytest.mark.parametrize("row, message", [
+    ({"id": "a", "problem": 5, "answer": "1"}, "bad.jsonl:2: 'problem' must be a string, got 5"),
+    ({"id": "a", "problem": "x", "answer": None}, "bad.jsonl:2: 'answer' must be a string or a number, got null"),
+    ({"id": ["a"], "problem": "x", "answer": "1"}, "bad.jsonl:2: 'id' must be a string or a whole number"),
+    ({"id": True, "problem": "x", "answer": "1"}, "bad.jsonl:2: 'id' must be a string or a whole number, got true"),
+])
+def test_problem_files_with_a_field_of_the_wrong_type(work, tmp_path, row, message):
+    d, model = work
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"id": "ok", "problem": "1+1", "answer": "2"}, row])
+    refused(build.main, ["system2", "--model", model, "--problems", bad, "--out", d / "out.jsonl"], message, d)
+    refused(evaluate.main, ["--model", model, "--bench", bad, "--out-dir", d / "eval"], message, d)
+    refused(sample.main, ["--model", model, "--prompts", bad, "--out", d / "out.jsonl"], message, d)
+    refused(train.main, train_args(model, d, dev=bad), message, d)
+
+
+@pytest.mark.parametrize("row, message", [
+    ({"problem": 5, "response": "x"}, "bad.jsonl:1: 'problem' must be a string, got 5"),
+    ({"problem": "x", "response": ["x"]}, "bad.jsonl:1: 'response' must be a string"),
+    ({"messages": [{"role": "user", "content": 3}, {"role": "assistant", "content": "x"}]}, "bad.jsonl:1: 'messages'"),
+    ({"messages": "hello"}, "bad.jsonl:1: 'messages' must be a list"),
+])
+def test_training_files_with_a_field_of_the_wrong_type(work, tmp_path, row, message):
+    d, model = work
+    bad = write_jsonl(tmp_path / "bad.jsonl", [row])
+    refused(train.main, train_args(model, d, system1=bad, out_dir=tmp_path / "run"), message, d)
+
+
+def test_grade_files_with_a_field_of_the_wrong_type(work, tmp_path):
+    d, _ = work
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"response": "\\boxed{1}", "answer": "1", "ok": "yes"}])
+    with pytest.raises(SystemExit, match="bad.jsonl:1: 'ok' must be true or false"):
+        grade.main([str(bad), "--agree", "ok"])
+
+
+def test_evaluate_compare_with_a_summary_missing_a_key(work, tmp_path):
+    d, model = work
+    summary = json.loads((d / "eval" / "summary.json").read_text())
+    del summary["benchmarks"]["problems"]["tokens"]
+    (tmp_path / "base.json").write_text(json.dumps(summary))
+    refused(evaluate.main, ["--model", model, "--bench", d / "problems.jsonl", "--samples", "1", "--max-new-tokens",
+                            "6", "--out-dir", d / "eval", "--compare", tmp_path / "base.json"],
+            "is not a summary.json written by evaluate.py", d)
+
+
+# -----------------------------------------------------------------------------
+# reruns: no run destroys another; stale files are refused; damaged artifacts are named
+
+
+def test_a_forgotten_resume_destroys_nothing(work):
+    """train.py into a folder that holds a run, without --resume: refused before any work."""
+    d, model = work
+    refused(train.main, train_args(model, d, resume=False), "holds a run already (step_000002, metrics.jsonl)", d)
+    refused(train.main, train_args(model, d, resume=False, max_steps=8), "pass --resume to continue it", d)
+
+
+def test_pruning_keeps_another_runs_checkpoints(work, tmp_path):
+    """A checkpoint of another run in the folder (copied there by hand) is never pruned by this run."""
+    d, model = work
+    other = tmp_path / "other"
+    train.main(train_args(model, d, out_dir=other, max_steps=1, save_interval=1, eval_interval=1))
+    run = tmp_path / "run"
+    shutil.copytree(d / "run", run)
+    shutil.copytree(other / "step_000001", run / "step_000001")
+    train.main(train_args(model, d, out_dir=run, max_steps=4, save_interval=1, keep_checkpoints=1))
+    assert sorted(p.name for p in train.checkpoints(run)) == ["step_000001", "step_000004"]  # the other run's kept
+
+
+def test_stale_samples_are_refused(work, tiny_models):
+    """Resuming an output made with another model or other sampling settings, or for edited problems, is refused."""
+    d, model = work
+    out = d / "out.jsonl"
+    common = ["--prompts", d / "problems.jsonl", "--out", out, "--samples", "2", "--max_new_tokens", "6"]
+    refused(sample.main, ["--model", model, *common, "--temperature", "0.9"],
+            "made otherwise (sampling.temperature: 0.7 -> 0.9)", d)
+    refused(sample.main, ["--model", tiny_models["llama"], *common, "--temperature", "0.7"], "model.path:", d)
+    stage = ["system2", "--model", model, "--problems", d / "problems.jsonl", "--out", d.parent / "s2" / "s2.jsonl",
+             "--samples", "2", "--max_new_tokens", "6", "--temperature", "0.7"]
+    with pytest.raises(SystemExit, match="no problem got a correct answer"):  # a random model: samples, no data
+        build.main([str(a) for a in stage])
+    refused(build.main, stage + ["--top_p", "0.9"], "sampling.top_p: 1.0 -> 0.9", d, d.parent / "s2")
+    edited = write_jsonl(d.parent / "edited.jsonl", [{"id": "p0", "problem": "What is 9 + 9?", "answer": "18"}])
+    refused(sample.main, ["--model", model, "--prompts", edited, "--out", out, "--samples", "2", "--max_new_tokens",
+                          "6", "--temperature", "0.7"], "id p0 was sampled for another problem text", d)
+
+
+def test_evaluation_grades_against_the_current_answer_key(work, tmp_path):
+    d, model = work
+    bench = write_jsonl(tmp_path / "b.jsonl", [{"id": 0, "problem": "What is 0 + 1?", "answer": "1"}])
+    args = [str(a) for a in ("--model", model, "--bench", bench, "--samples", "1", "--max-new-tokens", "6",
+                             "--out-dir", tmp_path / "e")]
+    evaluate.main(args)
+    response = json.loads((tmp_path / "e" / "b.jsonl").read_text())["response"]
+    write_jsonl(bench, [{"id": 0, "problem": "What is 0 + 1?", "answer": response.strip() or "x"}])
+    evaluate.main(args)  # nothing is sampled again; the answer is the file's current one
+    row = json.loads((tmp_path / "e" / "b.jsonl").read_text())
+    assert row["answer"] == (response.strip() or "x")
+
+
+def test_an_output_whose_last_line_lacks_its_newline_is_repaired(work, tmp_path):
+    d, model = work
+    out = tmp_path / "o.jsonl"
+    shutil.copy(d / "out.jsonl", out)
+    shutil.copy(d / "out.settings.json", tmp_path / "o.settings.json")
+    out.write_text(out.read_text().rstrip("\n"))  # an editor dropped the final newline
+    lines = out.read_text().splitlines()
+    sample.main(["--model", str(model), "--prompts", str(d / "problems.jsonl"), "--out", str(out), "--samples", "3",
+                 "--max_new_tokens", "6", "--temperature", "0.7"])
+    again = out.read_text().splitlines()
+    assert len(again) == 12 and all(json.loads(line) for line in again)  # no "}{"
+    assert set(lines) <= set(again)
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda c: (c / "train_state" / "state.json").write_text('{"step": 2, "conf'), "state.json is missing or damaged"),
+    (lambda c: (c / "train_state" / "optimizer-rank00000-of-00001.safetensors").write_bytes(b"\0" * 40),
+     "cannot read the optimizer state"),
+    (lambda c: (c / "model.safetensors").write_bytes(b"\0" * 40), "model.safetensors: cannot read the weights"),
+    (lambda c: (c / "config.json").write_text("{"), "config.json: line 1: not valid JSON"),
+])
+def test_a_damaged_checkpoint_is_named_on_resume(work, tmp_path, damage, message):
+    d, model = work
+    run = tmp_path / "run"
+    shutil.copytree(d / "run", run)
+    damage(run / "step_000002")
+    refused(train.main, train_args(model, d, out_dir=run, max_steps=4), message, run)
+
+
+def test_a_damaged_tokenizer_is_named(work, tmp_path):
+    d, model = work
+    broken = tmp_path / "model"
+    shutil.copytree(model, broken)
+    (broken / "tokenizer.json").write_text((broken / "tokenizer.json").read_text()[:300])
+    refused(sample.main, ["--model", broken, "--prompt", "hi"], "tokenizer.json: damaged", d)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("{not json", "chosen.json is damaged"), ('{"step": 2}', "chosen.json is damaged (KeyError"),
+    ('{"checkpoint": "/nowhere/step_000002"}', "names /nowhere/step_000002, which is not a checkpoint"),
+    (None, "chosen.json: no such file"),
+])
+def test_a_damaged_or_missing_choice_is_never_replaced_by_another_checkpoint(work, tmp_path, text, message):
+    d, _ = work
+    chosen = tmp_path / "chosen.json"
+    if text is not None:
+        chosen.write_text(text)
+    refused(evaluate.main, ["--model", chosen, "--bench", d / "problems.jsonl", "--out-dir", tmp_path / "e"],
+            message, d)
+
+
+def test_written_files_are_readable_by_others(work):
+    d, _ = work
+    checkpoint = d / "run" / "step_000002"
+    for f in [checkpoint, checkpoint / "model.safetensors", checkpoint / "train_state" / "state.json",
+              d / "run" / "metrics.jsonl", d / "run" / "chosen.json", d / "out.jsonl", d / "eval" / "summary.json"]:
+        if f.exists():
+            assert f.stat().st_mode & 0o044 == 0o044, f  # group and others may read
+
+
+def test_clear_errors_print_no_traceback(work, tmp_path):
+    d, model = work
+    for argv in (["sample.py", "--model", str(model), "--prompt", "hi", "--temperature", "-1"],
+                 ["train.py", *train_args(model, d, resume=False)],
+                 ["evaluate.py", "--model", str(tmp_path / "chosen.json"), "--bench", str(d / "problems.jsonl")]):
+        p = subprocess.run([sys.executable, *map(str, argv)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert p.returncode == 1 and "Traceback" not in p.stderr and p.stderr.strip(), (argv, p.stderr[-500:])
