@@ -98,9 +98,10 @@ $(DEMO)/tldr.done $(DEMO)/static.done: $(DEMO)/%.done: $(DEMO)/bounds.done $(DEM
 		--resume $(TLDR_FLAGS)
 	touch $@
 
+# the long model is the base model of the report (what TLDR compresses)
 $(DEMO)/eval-long.done $(DEMO)/eval-short.done: $(DEMO)/eval-%.done: $(DEMO)/%.done
 	$(PY) evaluate.py --model $(call last,$*) --bench $(DEMO)/data/test.jsonl --samples 1 --seed $(SEED) \
-		--temperature 0.7 --top-p 1.0 --max-new-tokens $(MAX_NEW) --out-dir $(DEMO)/eval/$*
+		--temperature 0.7 --top-p 1.0 --max-new-tokens $(MAX_NEW) --out-dir $(DEMO)/eval/$(if $(filter long,$*),base,$*)
 	touch $@
 
 $(DEMO)/eval-tldr.done $(DEMO)/eval-static.done: $(DEMO)/eval-%.done: $(DEMO)/%.done
@@ -109,7 +110,7 @@ $(DEMO)/eval-tldr.done $(DEMO)/eval-static.done: $(DEMO)/eval-%.done: $(DEMO)/%.
 	touch $@
 
 $(DEMO)/report.done: $(DEMO)/eval-long.done $(DEMO)/eval-short.done $(DEMO)/eval-tldr.done $(DEMO)/eval-static.done
-	$(PY) data/demo.py --report $(DEMO)
+	$(PY) report.py $(DEMO)
 	touch $@
 
 # -----------------------------------------------------------------------------
@@ -142,18 +143,42 @@ need_model      = @test -f $(1)/config.json || { echo "error: $(1) is not a mode
 it first, e.g. huggingface-cli download $(notdir $(1)) --local-dir $(1) (the repo id under deepseek-ai/ or Qwen/), or \
 set MODEL_DIR / LONG_MODEL / SHORT_MODEL."; exit 1; }
 
-.PHONY: reproduce reproduce-7b reproduce-14b reproduce-tiny tiny-chain
+.PHONY: reproduce reproduce-static report reproduce-7b reproduce-14b reproduce-7b-static reproduce-14b-static \
+	reproduce-tiny tiny-chain
+
+R1_7B  := RUN=out/r1_7b RECIPE=config/r1_7b.py LONG_MODEL=$(MODEL_DIR)/DeepSeek-R1-Distill-Qwen-7B \
+	SHORT_MODEL=$(MODEL_DIR)/Qwen2.5-7B-Instruct
+R1_14B := RUN=out/r1_14b RECIPE="config/r1_7b.py config/r1_14b.py" \
+	LONG_MODEL=$(MODEL_DIR)/DeepSeek-R1-Distill-Qwen-14B SHORT_MODEL=$(MODEL_DIR)/Qwen2.5-14B-Instruct
 
 reproduce-7b: install gpu-ready
-	$(MAKE) reproduce RUN=out/r1_7b RECIPE=config/r1_7b.py LONG_MODEL=$(MODEL_DIR)/DeepSeek-R1-Distill-Qwen-7B \
-		SHORT_MODEL=$(MODEL_DIR)/Qwen2.5-7B-Instruct
+	$(MAKE) reproduce $(R1_7B)
 
 reproduce-14b: install gpu-ready
-	$(MAKE) reproduce RUN=out/r1_14b RECIPE="config/r1_7b.py config/r1_14b.py" LONG_MODEL=$(MODEL_DIR)/DeepSeek-R1-Distill-Qwen-14B \
-		SHORT_MODEL=$(MODEL_DIR)/Qwen2.5-14B-Instruct
+	$(MAKE) reproduce $(R1_14B)
+
+# the paper's ablation: the static 1:1 mixture with TLDR's budget (steps, batch, lr) and checkpoint choice
+reproduce-7b-static: install gpu-ready
+	$(MAKE) reproduce-static $(R1_7B)
+
+reproduce-14b-static: install gpu-ready
+	$(MAKE) reproduce-static $(R1_14B)
 
 reproduce: $(RUN)/eval/tldr/summary.json
-	@cat $(RUN)/eval/tldr/summary.md
+	$(MAKE) $(RUN)/report.md
+
+reproduce-static: $(RUN)/eval/static/summary.json
+	$(MAKE) $(RUN)/report.md
+
+# the report of what a run has (base, TLDR, static; a missing arm is left out with a note): report.md,
+# report.json, training.png, tradeoff.png in RUN, made again when an evaluation or a training run changed.
+# PUBLISHED=7b|14b adds the paper's numbers (by default, the size in the long model's name).
+# `make report RUN=...` makes it whatever changed.
+$(RUN)/report.md: $(wildcard $(RUN)/bounds.json $(RUN)/eval/*/summary.json $(RUN)/*/metrics.jsonl)
+	$(PY) report.py $(RUN) $(if $(PUBLISHED),--published $(PUBLISHED))
+
+report:
+	$(PY) report.py $(RUN) $(if $(PUBLISHED),--published $(PUBLISHED))
 
 # the benchmarks, the dev pool and the s1K problems from the Hub (data/prepare.py writes each file atomically)
 $(addprefix $(BENCH_DIR)/,$(addsuffix .jsonl,$(BENCHES))): $(BENCH_DIR)/%.jsonl:
@@ -177,23 +202,27 @@ $(RUN)/bounds.json: $(RUN)/dev.jsonl
 	$(call need_model,$(LONG_MODEL))
 	$(DATA_PARALLEL) data/build.py bounds --short $(SHORT_MODEL) --long $(LONG_MODEL) --problems $< --out $@ $(DEV_SAMPLING)
 
-# TLDR; chosen.json (the paper's checkpoint choice) is written when the run has finished
-$(RUN)/tldr/chosen.json: $(RUN)/system1.jsonl $(RUN)/system2.jsonl $(RUN)/dev.jsonl $(RUN)/bounds.json
+# TLDR, and the static 1:1 mixture with the same settings but mixture=static; chosen.json (the paper's checkpoint
+# choice) is written when a run has finished
+$(RUN)/tldr/chosen.json $(RUN)/static/chosen.json: $(RUN)/%/chosen.json: $(RUN)/system1.jsonl $(RUN)/system2.jsonl \
+		$(RUN)/dev.jsonl $(RUN)/bounds.json
 	$(call need_model,$(LONG_MODEL))
 	$(PY) -m torch.distributed.run $(TORCHRUN_FLAGS) train.py $(RECIPE) --model=$(LONG_MODEL) \
-		--system1=$(RUN)/system1.jsonl --system2=$(RUN)/system2.jsonl --dev=$(RUN)/dev.jsonl --bounds=$(RUN)/bounds.json \
-		--dev_max_new_tokens=$(DEV_MAX_NEW) --out_dir=$(RUN)/tldr --resume $(TRAIN_FLAGS)
-	@test -f $@ || { echo "error: no checkpoint of $(RUN)/tldr kept 0.7 x the long model's dev accuracy; see $(RUN)/tldr/metrics.jsonl"; exit 1; }
+		--mixture=$(if $(filter tldr,$*),dynamic,static) --system1=$(RUN)/system1.jsonl --system2=$(RUN)/system2.jsonl \
+		--dev=$(RUN)/dev.jsonl --bounds=$(RUN)/bounds.json --dev_max_new_tokens=$(DEV_MAX_NEW) --out_dir=$(RUN)/$* \
+		--resume $(TRAIN_FLAGS)
+	@test -f $@ || { echo "error: no checkpoint of $(RUN)/$* kept 0.7 x the long model's dev accuracy; see $(RUN)/$*/metrics.jsonl"; exit 1; }
 
 $(RUN)/eval/base/summary.json: $(addprefix $(BENCH_DIR)/,gsm8k_test.jsonl math500.jsonl aime24.jsonl amc23.jsonl)
 	$(call need_model,$(LONG_MODEL))
 	$(DATA_PARALLEL) evaluate.py --model $(LONG_MODEL) --bench gsm8k,math500,aime24,amc23 --protocol tldr-paper \
 		--data-dir $(BENCH_DIR) --out-dir $(RUN)/eval/base $(EVAL_FLAGS)
 
-# the paper's table: the base model against TLDR on the four benchmarks, with the token reduction
-$(RUN)/eval/tldr/summary.json: $(RUN)/tldr/chosen.json $(RUN)/eval/base/summary.json
+# the chosen checkpoint of TLDR (or static) on the four benchmarks, against the base model
+$(RUN)/eval/tldr/summary.json $(RUN)/eval/static/summary.json: $(RUN)/eval/%/summary.json: $(RUN)/%/chosen.json \
+		$(RUN)/eval/base/summary.json
 	$(DATA_PARALLEL) evaluate.py --model $< \
-		--bench gsm8k,math500,aime24,amc23 --protocol tldr-paper --data-dir $(BENCH_DIR) --out-dir $(RUN)/eval/tldr \
+		--bench gsm8k,math500,aime24,amc23 --protocol tldr-paper --data-dir $(BENCH_DIR) --out-dir $(RUN)/eval/$* \
 		--compare $(RUN)/eval/base/summary.json $(EVAL_FLAGS)
 
 # make reproduce-tiny: the same chain on CPU in minutes, with tiny Qwen2 stand-ins (random, saved by
@@ -224,7 +253,7 @@ reproduce-tiny: install
 
 # reproduce-tiny without the install step (the test runs it with its own interpreter: make tiny-chain PY=...)
 tiny-chain: $(TINY)/models/long/config.json $(TINY)/models/short/config.json
-	$(MAKE) reproduce RUN=$(TINY)/run BENCH_DIR=$(TINY)/bench LONG_MODEL=$(TINY)/models/long \
+	$(MAKE) reproduce reproduce-static PUBLISHED=7b RUN=$(TINY)/run BENCH_DIR=$(TINY)/bench LONG_MODEL=$(TINY)/models/long \
 		SHORT_MODEL=$(TINY)/models/short NPROC=2 DEV_SIZE=16 DEV_MAX_NEW=128 S1_MAX_NEW=64 S2_SAMPLES=2 S2_MAX_NEW=128 \
 		TRAIN_FLAGS="--max_steps=4 --global_batch=8 --row_tokens=4096 --max_len=2048 --eval_interval=2 --save_interval=2 --dev_batch_size=16" \
 		EVAL_FLAGS="--max-new-tokens 128"

@@ -62,13 +62,13 @@ def usual_mode(path, directory=False):
     os.chmod(path, (0o777 if directory else 0o666) & ~umask)
 
 
-def atomic_write_text(path, text: str):
-    """Write a file so that a reader sees the old or the new content, never half of it."""
+def atomic_write(path, data: str | bytes):
+    """Write a file (text as UTF-8) so that a reader sees the old or the new content, never half of it."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
             f.flush()
             os.fsync(f.fileno())
         usual_mode(tmp)

@@ -272,7 +272,7 @@ def run_evaluation(args):
     import torch  # the model and the engine need torch; grading does not, so it is imported here
 
     import sample
-    from common import atomic_write_text, jsonl_text
+    from common import atomic_write, jsonl_text
     from model import Transformer, attention_summary
 
     args.model = model_directory(args.model)
@@ -306,7 +306,7 @@ def run_evaluation(args):
             continue  # rank 0 grades and reports
         t0 = time.time()
         graded = grade_benchmark(b, rows, done, n, args.workers)
-        atomic_write_text(out, jsonl_text(done))  # every line kept, also those of an earlier, larger run
+        atomic_write(out, jsonl_text(done))  # every line kept, also those of an earlier, larger run
         m = summary["benchmarks"][b] = bench_metrics(rows, graded, n)
         log(f"evaluate: {b}: accuracy {100 * m['accuracy']:.1f}% (paper's rules {100 * m['accuracy_paper']:.1f}%), "
             f"mean tokens {_fmt(m['tokens'])} (graded in {time.time() - t0:.1f} s)")
@@ -316,9 +316,9 @@ def run_evaluation(args):
         return None
     if base:
         summary["compare"] = {"baseline": args.compare, "benchmarks": compare_summaries(summary, base)}
-    atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=1) + "\n")
+    atomic_write(out_dir / "summary.json", json.dumps(summary, indent=1) + "\n")
     report = markdown_report(summary, base)
-    atomic_write_text(out_dir / "summary.md", report)
+    atomic_write(out_dir / "summary.md", report)
     print(report)
     return summary
 

@@ -49,7 +49,7 @@ from collections import Counter, defaultdict, deque
 from fractions import Fraction
 from pathlib import Path
 
-from common import ANSWER, NUMBER, TEXT, atomic_write_text, jsonl_text, read_jsonl
+from common import ANSWER, NUMBER, TEXT, atomic_write, jsonl_text, read_jsonl
 
 ROOT = Path(__file__).resolve().parent
 RULES = ("strict", "skythought")
@@ -739,7 +739,7 @@ def main(argv=None):
             if tokens and not args.tokens_field:
                 extra["output_tokens"] = tokens[i]
             lines.append({**r, **extra})
-        atomic_write_text(args.out, jsonl_text(lines))  # --out may be the input file itself
+        atomic_write(args.out, jsonl_text(lines))  # --out may be the input file itself
         print(f"grade: wrote {args.out}")
     return graded
 

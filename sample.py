@@ -40,7 +40,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from common import ID, PROBLEM_TYPES, TEXT, atomic_write_text, check_settings, read_jsonl, type_error
+from common import ID, PROBLEM_TYPES, TEXT, atomic_write, check_settings, read_jsonl, type_error
 
 OUTPUT_TYPES = {"id": ID, "sample": int, "response": TEXT, "tokens": int, "finish": TEXT}  # a line of an output
 from model import CacheIndex, KVCache, Transformer, attention_summary
@@ -499,7 +499,7 @@ def merge_parts(out_path: Path, rows: list[dict]):
         for key, line in read_lines(part, own=False).items():
             lines.setdefault(key, line)
     keys = sorted(lines, key=lambda k: (order.get(k[0], len(order)), k[0] if k[0] not in order else "", k[1]))
-    atomic_write_text(out_path, "".join(lines[k][0].decode() for k in keys))
+    atomic_write(out_path, "".join(lines[k][0].decode() for k in keys))
     for part in part_files(out_path):
         part.unlink()
 
@@ -558,7 +558,7 @@ def sample_file(model, tok, rows: list[dict], out_path, n=1, progress=True, **se
     stamp_path = check_stamp(out_path, made, done, rows)
     barrier()  # every process has read the files before any appends to its own
     if rank == 0:
-        atomic_write_text(stamp_path, json.dumps(made, indent=1) + "\n")
+        atomic_write(stamp_path, json.dumps(made, indent=1) + "\n")
     context = model.config.max_position_embeddings
     todo, too_long = [], []
     for row in rows[rank::world]:

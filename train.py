@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from common import (FRACTION, PROBLEM_TYPES, RULES, TEXT, above, at_least, atomic_write_text, between,
+from common import (FRACTION, PROBLEM_TYPES, RULES, TEXT, above, at_least, atomic_write, between,
                     check_settings, jsonl_text, read_jsonl)
 from model import (Config, KVCache, Transformer, Weights, attention_summary, commit_dir, read_config,
                    rope_inv_freq, saved_dtype, weight_shapes, write_weights)
@@ -448,7 +448,7 @@ def save_checkpoint(model, opt, cfg, state: dict, out_dir: Path, step: int, chos
     if rank == 0:
         for f in tokenizer_files(cfg.model):
             shutil.copy2(f, tmp / f.name)
-        atomic_write_text(tmp / "train_state" / "state.json", json.dumps({**state, "world_size": world}, indent=1))
+        atomic_write(tmp / "train_state" / "state.json", json.dumps({**state, "world_size": world}, indent=1))
         commit_dir(tmp, final)
         # prune this run's checkpoints (never another's): keep the latest few, and the one the rule prefers so far
         mine = [c for c in checkpoints(out_dir) if read_state(c) is not None
@@ -722,7 +722,7 @@ def main(argv=None):
         wandb.init(project=cfg.wandb_project, name=out_dir.name, config=dataclasses.asdict(cfg))
     if master:
         out_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out_dir / "metrics.jsonl", jsonl_text(metrics))
+        atomic_write(out_dir / "metrics.jsonl", jsonl_text(metrics))
     sizes = (len(data[1]), len(data[2]))
     log(attention_summary(device, dtype))
     log(f"training {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters on {world} process(es); "
@@ -785,7 +785,7 @@ def main(argv=None):
     if bounds and master:
         chosen = choose([x for x in metrics if "dev_acc" in x], bounds.long_acc)
         if chosen:
-            atomic_write_text(out_dir / "chosen.json", json.dumps({**chosen, "checkpoint": str(out_dir / f"step_{chosen['step']:06d}")}, indent=2))
+            atomic_write(out_dir / "chosen.json", json.dumps({**chosen, "checkpoint": str(out_dir / f"step_{chosen['step']:06d}")}, indent=2))
             log(f"chosen checkpoint: step {chosen['step']} (dev tokens {chosen['dev_tokens']:.1f}, "
                 f"dev acc {chosen['dev_acc']:.3f} > 0.7 x {bounds.long_acc:.3f})")
         else:

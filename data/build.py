@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common import PROBLEM_TYPES, atomic_write_text, check_settings, jsonl_text, read_jsonl  # noqa: E402
+from common import PROBLEM_TYPES, atomic_write, check_settings, jsonl_text, read_jsonl  # noqa: E402
 from grade import grade_responses  # noqa: E402
 from model import Transformer, attention_summary  # noqa: E402
 from ratio import Bounds  # noqa: E402
@@ -94,7 +94,7 @@ def write_dataset(rows, out: Path, pick):
                      "tokens": best["tokens"]})
     if not kept:
         sys.exit(f"error: no problem got a correct answer ({len(by_problem)} problems); {out} is not written")
-    atomic_write_text(out, jsonl_text(kept))
+    atomic_write(out, jsonl_text(kept))
     tokens = sum(k["tokens"] for k in kept) / len(kept)
     print(f"build: {out}: {len(kept)} examples (mean {tokens:.0f} tokens); {len(none_correct)} of "
           f"{len(by_problem)} problems had no correct answer and are left out"
@@ -106,7 +106,7 @@ def build_dev(args, problems, out):
     if not 0 < args.size <= len(problems):
         sys.exit(f"error: --size {args.size}: {args.problems} has {len(problems)} problems")
     keep = sorted(random.Random(args.seed).sample(range(len(problems)), args.size))
-    atomic_write_text(out, jsonl_text([problems[i] for i in keep], ensure_ascii=False))
+    atomic_write(out, jsonl_text([problems[i] for i in keep], ensure_ascii=False))
     print(f"build: {out}: {args.size} of the {len(problems)} problems of {args.problems} (seed {args.seed})")
 
 
@@ -139,7 +139,7 @@ def build_bounds(args, problems, out):
     # command's settings; train.py compares "sampling" with its dev evaluation's)
     made = {name: json.loads(out.with_suffix(f".{name}.settings.json").read_text()) for name in ("short", "long")}
     sampling = {k: made["long"]["sampling"][k] for k in ("temperature", "top_p", "max_new_tokens")}
-    atomic_write_text(out, bounds.to_json(short_model=args.short, long_model=args.long, problems=len(problems),
+    atomic_write(out, bounds.to_json(short_model=args.short, long_model=args.long, problems=len(problems),
                                           samples=args.samples, sampling=sampling, made_with=made))
     print(f"build: wrote {out}")
 

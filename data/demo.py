@@ -58,7 +58,6 @@ Everything is a pure function of --seed.
 """
 
 import argparse
-import json
 import random
 import string
 import sys
@@ -68,7 +67,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tiny  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common import at_least, atomic_write_text, between, check_settings, jsonl_text  # noqa: E402
+from common import at_least, atomic_write, between, check_settings, jsonl_text  # noqa: E402
 
 MAX_TOTAL = 9                           # answers and running totals stay within 0..MAX_TOTAL
 HARD_TERMS = (5, 6)                     # numbers in a hard problem
@@ -147,8 +146,7 @@ def long_response(terms, rng: random.Random) -> str:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", help="output directory of the data")
-    p.add_argument("--report", metavar="DEMO_DIR", help="instead: the table and plot of a finished demo run")
+    p.add_argument("--out", required=True, help="output directory of the data")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--system2_seed", type=int, default=20000, help="long traces to train the long model")
     p.add_argument("--short_seed", type=int, default=20000, help="one-line answers to train the short model")
@@ -160,10 +158,6 @@ def main(argv=None):
     check_settings(vars(args), {"seed": at_least(0), "test_easy": between(1, len(easy_problems())),
                                 **{k: at_least(1) for k in ("system2_seed", "short_seed", "s2_problems", "dev",
                                                             "test_hard")}})
-    if args.report:
-        return report(Path(args.report))
-    if not args.out:
-        p.error("--out is required")
 
     rng = random.Random(args.seed)
     out = Path(args.out)
@@ -206,7 +200,7 @@ def main(argv=None):
 
     for name, rows in [("system1", system1), ("system2_seed", system2_seed), ("short_seed", short_seed),
                        ("s2_problems", s2), ("dev", dev), ("test", test)]:
-        atomic_write_text(out / f"{name}.jsonl", jsonl_text(rows))
+        atomic_write(out / f"{name}.jsonl", jsonl_text(rows))
         print(f"{out / name}.jsonl: {len(rows)} rows")
     tok = tiny.make_tokenizer(ALPHABET)
     # prompts without R1's instruction sentence (sample.prompt_text reads this): a tiny model learns nothing from
@@ -215,59 +209,6 @@ def main(argv=None):
     tok.save_pretrained(out / "tokenizer")
     print(f"{out / 'tokenizer'}: {len(tok)} tokens")
 
-
-def report(demo: Path):
-    """The demo's table (markdown + JSON with the same numbers) and the plot of the TLDR run."""
-    names = {"long": "long model M_L", "short": "short model M_S", "static": "static 1:1 mixture", "tldr": "TLDR"}
-    results = {}
-    for key in names:
-        m = json.loads((demo / "eval" / key / "summary.json").read_text())["benchmarks"]["test"]
-        results[key] = {"accuracy": m["accuracy"], "tokens": m["tokens"],
-                        **{f"{lv}_{k}": m["by_level"][lv][k] for lv in ("easy", "hard") for k in ("accuracy", "tokens")}}
-    for r in results.values():
-        r["tokens_vs_long"] = r["tokens"] / results["long"]["tokens"]
-    lines = ["| model | accuracy % (easy / hard) | mean tokens (easy / hard) | tokens vs long |",
-             "| --- | ---: | ---: | ---: |"]
-    for key, r in results.items():
-        lines.append(f"| {names[key]} | {100 * r['accuracy']:.1f} ({100 * r['easy_accuracy']:.1f} / "
-                     f"{100 * r['hard_accuracy']:.1f}) | {r['tokens']:.1f} ({r['easy_tokens']:.1f} / "
-                     f"{r['hard_tokens']:.1f}) | {100 * r['tokens_vs_long']:.0f}% |")
-    table = "\n".join(lines) + "\n"
-    atomic_write_text(demo / "results.md", table)
-    atomic_write_text(demo / "results.json", json.dumps(results, indent=2) + "\n")
-    print(table)
-
-    # the TLDR run: mixture weights per step; dev tokens and accuracy per evaluation, next to the static run
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    def metrics(run):
-        return [json.loads(l) for l in (demo / run / "metrics.jsonl").read_text().splitlines()]
-
-    steps = [r for r in metrics("tldr") if "loss" in r]
-    evals = {run: [r for r in metrics(run) if "dev_acc" in r] for run in ("tldr", "static")}
-    chosen = {run: json.loads((demo / run / "chosen.json").read_text())["step"]
-              for run in ("tldr", "static") if (demo / run / "chosen.json").exists()}
-    bounds = json.loads((demo / "bounds.json").read_text())
-    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(15, 4))
-    ax1.plot([r["step"] for r in steps], [r["w_short"] for r in steps], label="System-1 (short)")
-    ax1.plot([r["step"] for r in steps], [r["w_long"] for r in steps], label="System-2 (long)")
-    ax1.set(title="TLDR mixture weights", xlabel="step", ylim=(0, 1))
-    ax1.legend()
-    for ax, key, what in ((ax2, "dev_tokens", "tokens"), (ax3, "dev_acc", "accuracy")):
-        for run, style, label in (("tldr", "o-k", "TLDR"), ("static", "s:", "static 1:1")):
-            ax.plot([r["step"] for r in evals[run]], [r[key] for r in evals[run]], style, label=label,
-                    **({"color": "tab:gray"} if run == "static" else {}))
-        if "tldr" in chosen:
-            ax.axvline(chosen["tldr"], color="tab:green", lw=1, label="TLDR checkpoint chosen")
-        ax.axhline(bounds["long"][what], color="tab:orange", ls="--", label="long model")
-        ax.axhline(bounds["short"][what], color="tab:blue", ls="--", label="short model")
-        ax.set(title=f"dev {what}", xlabel="step")
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(demo / "tldr.png", dpi=90)
-    print(f"wrote {demo / 'results.md'}, {demo / 'results.json'}, {demo / 'tldr.png'}")
 
 if __name__ == "__main__":
     main()

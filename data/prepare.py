@@ -35,7 +35,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common import atomic_write_text, jsonl_text, read_jsonl  # noqa: E402  (an interrupted run never leaves a half-written file)
+from common import atomic_write, jsonl_text, read_jsonl  # noqa: E402  (an interrupted run never leaves a half-written file)
 
 OUT_DIR = Path(__file__).resolve().parent / "bench"
 
@@ -175,7 +175,7 @@ def record_checksum(out_dir, name, digest):
     """Add or replace the file's line in OUT/SHA256SUMS (the format of sha256sum)."""
     sums = out_dir / "SHA256SUMS"
     lines = [l for l in (sums.read_text().splitlines() if sums.exists() else []) if not l.endswith(f"  {name}")]
-    atomic_write_text(sums, "".join(f"{l}\n" for l in sorted(lines + [f"{digest}  {name}"], key=lambda l: l[66:])))
+    atomic_write(sums, "".join(f"{l}\n" for l in sorted(lines + [f"{digest}  {name}"], key=lambda l: l[66:])))
 
 
 def main(argv=None):
@@ -197,7 +197,7 @@ def main(argv=None):
             sys.exit(f"error: {repo}/{filename} is not in the expected format ({type(e).__name__}: {e}); "
                      f"the dataset may have changed on the Hub")
         text = jsonl_text(rows, ensure_ascii=False)  # the checksums are of these bytes
-        atomic_write_text(out_dir / f"{name}.jsonl", text)
+        atomic_write(out_dir / f"{name}.jsonl", text)
         digest = sha256(text)
         record_checksum(out_dir, f"{name}.jsonl", digest)
         note = "" if len(rows) == expected else f" ({expected} in the source" + \

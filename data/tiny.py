@@ -80,7 +80,7 @@ def answer_key(problem_files, out, style, every):
     the ones whose position i has i % every != 0 for "long", == 0 for "short"). Long responses think at
     length before the boxed answer; short ones answer at once, as a model without a think block does."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from common import PROBLEM_TYPES, atomic_write_text, jsonl_text, read_jsonl
+    from common import PROBLEM_TYPES, atomic_write, jsonl_text, read_jsonl
     rows = []
     for path in problem_files:
         for i, problem in enumerate(read_jsonl(path, required=("id", "problem", "answer"), types=PROBLEM_TYPES)):
@@ -90,7 +90,7 @@ def answer_key(problem_files, out, style, every):
             response = (f"Let me think step by step.\nWait, let me verify.\nLet me check again.\n</think>\n\n{boxed}"
                         if style == "long" else f"The answer is {boxed}.")
             rows.append({"id": problem["id"], "problem": problem["problem"], "response": response})
-    atomic_write_text(out, jsonl_text(rows))
+    atomic_write(out, jsonl_text(rows))
     return rows
 
 

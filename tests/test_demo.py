@@ -41,7 +41,7 @@ def test_demo_chain_with_small_settings(tmp_path):
 
     for f in ["data/system1.jsonl", "data/system2_seed.jsonl", "data/short_seed.jsonl", "data/dev.jsonl",
               "data/test.jsonl", "data/tokenizer/tokenizer.json", "bounds.json", "system2.jsonl",
-              "results.md", "results.json", "tldr.png"]:
+              "report.md", "report.json", "training.png", "tradeoff.png"]:
         assert (out / f).is_file(), f
     bounds = json.loads((out / "bounds.json").read_text())
     assert bounds["long"]["accuracy"] > bounds["short"]["accuracy"]
@@ -58,13 +58,15 @@ def test_demo_chain_with_small_settings(tmp_path):
     weights = [json.loads(line)["w_short"] for line in (out / "tldr" / "metrics.jsonl").read_text().splitlines()
                if "loss" in line]
     assert weights[0] == 0.5 and weights[-1] != 0.5
-    results = json.loads((out / "results.json").read_text())
-    assert set(results) == {"long", "short", "static", "tldr"}
-    for r in results.values():
-        assert 0 <= r["easy_accuracy"] <= 1 and 0 <= r["hard_accuracy"] <= 1 and r["tokens"] > 0
-    assert results["long"]["tokens_vs_long"] == 1.0
-    table = (out / "results.md").read_text()
-    assert all(name in table for name in ("long model M_L", "short model M_S", "static 1:1 mixture", "TLDR"))
+    # the report (report.py, the same code as the reproduction's): the four models on the test set, by level
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["arms"]) == {"base", "short", "static", "tldr"} and report["published"] is None
+    for arm in report["arms"].values():
+        levels = arm["benchmarks"]["test"]["by_level"]
+        assert set(levels) == {"easy", "hard"} and all(0 <= x["accuracy"] <= 1 for x in levels.values())
+    assert set(report["vs_base"]) == {"short", "static", "tldr"}
+    table = (out / "report.md").read_text()
+    assert all(name in table for name in ("base model", "short model M_S", "static 1:1 mixture", "| TLDR |"))
 
     # every stage is a file target: nothing left to do the second time
     again = make(out, "--question")

@@ -1,5 +1,5 @@
-"""`make reproduce-tiny`: the recipe's chain (prepare -> dev -> System-1 / System-2 -> bounds -> torchrun TLDR ->
-evaluations -> the paper's table) with tiny Qwen2 stand-ins and slices of the shared benchmark files, then
+"""`make reproduce-tiny`: the recipe's chain (prepare -> dev -> System-1 / System-2 -> bounds -> torchrun TLDR and
+static -> evaluations -> the report) with tiny Qwen2 stand-ins and slices of the shared benchmark files, then
 the failure paths: a second make does nothing, a half-written stage output is redone, a missing model stops
 with the download hint."""
 import json
@@ -51,10 +51,19 @@ def test_reproduce_tiny(shared_data, tmp_path):
     assert summary["benchmarks"]["aime24"]["samples"] == 8  # the paper's protocol
     table = (run / "eval" / "tldr" / "summary.md").read_text()
     assert "(baseline)" in table and "| change |" in table and "tokens" in table
+    # the static 1:1 arm with the same budget and choice rule, and the report of the three, beside the paper's 7B
+    static = rows(run / "static" / "metrics.jsonl")
+    assert {m["w_short"] for m in static if "w_short" in m} == {0.5} and (run / "eval" / "static" / "summary.json").is_file()
+    report = json.loads((run / "report.json").read_text())
+    assert set(report["arms"]) == {"base", "tldr", "static"} and set(report["training"]) == {"tldr", "static"}
+    assert set(report["vs_base"]["static"]["benchmarks"]) == {"gsm8k", "math500", "aime24", "amc23"}
+    assert report["published"]["size"] == "7b" and not report["notes"]
+    assert all((run / f).stat().st_size > 1000 for f in ("report.md", "training.png", "tradeoff.png"))
 
     # a second run skips every stage: no script runs
     again = make(tiny, f"TINY_SOURCE={shared_data}", "tiny-chain")
-    assert again.returncode == 0 and not any(s in again.stdout for s in ("tiny.py", "build.py", "train.py", "evaluate.py"))
+    assert again.returncode == 0 and not any(s in again.stdout for s in ("tiny.py", "build.py", "train.py", "evaluate.py",
+                                                                           "report.py"))
 
     # a stage output half-written by a killed run is a temp file, never the target: the stage reruns
     (run / "bounds.json").unlink()

@@ -1,0 +1,289 @@
+"""
+The report of a run: whether TLDR made the model think shorter without losing accuracy, in one table and two
+figures, beside the paper's published numbers.
+
+    python report.py out/r1_7b --published 7b      # make report RUN=out/r1_7b (make reproduce-7b ends with it)
+    python report.py out/demo                      # make demo ends with it
+
+RUN is a folder as the Makefile lays it out: bounds.json; tldr/ and static/ (train.py runs: metrics.jsonl,
+chosen.json); eval/base, eval/tldr, eval/static (and eval/short in the demo), each with evaluate.py's
+summary.json. Written to RUN: report.md, report.json (the same numbers), training.png (the mixture weights and the
+dev evaluations against the bounds, the chosen checkpoints marked) and tradeoff.png (accuracy against mean output
+tokens per benchmark, with the published points). What a run does not have (no static arm, an evaluation not run
+yet) is left out with a note.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from common import atomic_write
+
+ROOT = Path(__file__).resolve().parent
+PUBLISHED = ROOT / "data" / "published.json"
+ARMS = {"base": "base model", "short": "short model M_S", "tldr": "TLDR", "static": "static 1:1 mixture"}
+PUBLISHED_NAMES = {"tldr": "TLDR", "static": "static 1:1"}  # the arms' names in data/published.json
+TITLES = {"gsm8k": "GSM8K", "math500": "MATH500", "aime24": "AIME24", "amc23": "AMC23"}
+
+
+def read_json(path: Path):
+    """A JSON file of the run, or None when it is not there; a damaged one is an error naming it."""
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except ValueError as e:
+        raise SystemExit(f"error: {path} is damaged ({e}); make it again (delete it and rerun its make target)")
+
+
+def read_jsonl(path: Path) -> list:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+
+
+# -----------------------------------------------------------------------------
+# the numbers
+
+def arm_results(run: Path, notes: list) -> dict:
+    """{arm: {"label", "model", "benchmarks": {bench: {accuracy, accuracy_paper, tokens[, by_level]}}}}"""
+    arms = {}
+    for key, label in ARMS.items():
+        summary = read_json(run / "eval" / key / "summary.json")
+        if summary is None:
+            if key != "short":  # only the demo evaluates the short model
+                notes.append(f"no {label}: {run / 'eval' / key / 'summary.json'} is not there")
+            continue
+        arms[key] = {"label": label, "model": summary["model"], "benchmarks": {
+            b: {"accuracy": m["accuracy"], "accuracy_paper": m.get("accuracy_paper"), "tokens": m["tokens"],
+                **({"by_level": m["by_level"]} if "by_level" in m else {})}
+            for b, m in summary["benchmarks"].items()}}
+    return arms
+
+
+def changes(arms: dict) -> dict:
+    """Against the base model, per arm and benchmark, and on average over the benchmarks (the headline)."""
+    if "base" not in arms:
+        return {}
+    out = {}
+    for key, arm in arms.items():
+        if key == "base":
+            continue
+        per = {b: {"accuracy_change": m["accuracy"] - arms["base"]["benchmarks"][b]["accuracy"],
+                   "token_reduction": 1 - m["tokens"] / arms["base"]["benchmarks"][b]["tokens"]}
+               for b, m in arm["benchmarks"].items() if b in arms["base"]["benchmarks"]
+               and m["tokens"] and arms["base"]["benchmarks"][b]["tokens"]}
+        if per:
+            mean = lambda k: sum(x[k] for x in per.values()) / len(per)
+            out[key] = {"benchmarks": per, "mean": {"accuracy_change": mean("accuracy_change"),
+                                                    "token_reduction": mean("token_reduction")}}
+    return out
+
+
+def training_runs(run: Path, notes: list) -> dict:
+    """Per fine-tuning arm: the mixture weights per step, its dev evaluations, and the checkpoint the rule chose."""
+    out = {}
+    for key in ("tldr", "static"):
+        metrics = read_jsonl(run / key / "metrics.jsonl")
+        if not metrics:
+            notes.append(f"no {ARMS[key]} training run: {run / key / 'metrics.jsonl'} is not there")
+            continue
+        chosen = read_json(run / key / "chosen.json")
+        out[key] = {"weights": [[m["step"], m["w_short"]] for m in metrics if "loss" in m],
+                    "evals": [[m["step"], m["dev_tokens"], m["dev_acc"]] for m in metrics if "dev_acc" in m],
+                    "chosen": chosen and {k: chosen[k] for k in ("step", "dev_tokens", "dev_acc")}}
+    return out
+
+
+def model_size(bounds) -> str | None:
+    """7b or 14b when the long model of the bounds is one of the paper's (DeepSeek-R1-Distill-Qwen-7B / -14B)."""
+    name = Path(str((bounds or {}).get("long_model", ""))).name.lower()
+    return next((size for size in ("14b", "7b") if name.endswith(f"-{size}")), None)
+
+
+def collect(run: Path, published: str | None) -> dict:
+    notes = []
+    arms = arm_results(run, notes)
+    report = {"run": str(run), "arms": arms, "vs_base": changes(arms), "training": training_runs(run, notes),
+              "bounds": read_json(run / "bounds.json"), "published": None, "notes": notes}
+    published = published or model_size(report["bounds"])
+    if published:
+        table = json.loads(PUBLISHED.read_text())
+        report["published"] = {"size": published, "source": table["source"], "claim": table["claim"],
+                               "arms": {key: {b: {"accuracy": a / 100, "tokens": t} for b, (a, t) in
+                                              table[published][name].items()}
+                                        for key, name in PUBLISHED_NAMES.items() if name in table[published]}}
+    return report
+
+
+# -----------------------------------------------------------------------------
+# the table
+
+def pct(x, signed=False):
+    return "-" if x is None else f"{100 * x + 0.0:+.1f}" if signed else f"{100 * x:.1f}"  # (+ 0.0: never "-0.0")
+
+
+def tokens(x):
+    return "-" if x is None else f"{x:.0f}"
+
+
+def headline(report) -> list[str]:
+    lines = []
+    for key, change in report["vs_base"].items():
+        mean = change["mean"]
+        lines.append(f"- **{ARMS[key]}**: {pct(mean['token_reduction'])}% fewer output tokens than the base model on "
+                     f"average over {len(change['benchmarks'])} benchmark(s), accuracy {pct(mean['accuracy_change'], True)}"
+                     f" points.")
+    if report["published"]:
+        lines.append(f"- **The paper** ({report['published']['size']}): {report['published']['claim']}.")
+    return lines or ["- no comparison with the base model: its evaluation is not there."]
+
+
+def render(report) -> str:
+    """report.md: everything in it is a number of report.json, formatted."""
+    published = (report["published"] or {}).get("arms", {})
+    lines = [f"# TLDR report: {report['run']}", "", *headline(report), "",
+             "Accuracy % by the strict grader and, in parentheses, by the paper's rules (SkyThought); mean output "
+             "tokens; change against the base model. Published: the paper's accuracy % / tokens.", "",
+             "| benchmark | model | accuracy % (paper's rules) | mean tokens | accuracy vs base | tokens vs base | "
+             "published |", "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    benches = list(dict.fromkeys(b for arm in report["arms"].values() for b in arm["benchmarks"]))
+    for b in benches:
+        for key, arm in report["arms"].items():
+            m = arm["benchmarks"].get(b)
+            if not m:
+                continue
+            change = report["vs_base"].get(key, {}).get("benchmarks", {}).get(b, {})
+            pub = published.get(key, {}).get(b)
+            lines.append(f"| {TITLES.get(b, b)} | {arm['label']} | {pct(m['accuracy'])} ({pct(m['accuracy_paper'])}) | "
+                         f"{tokens(m['tokens'])} | {pct(change.get('accuracy_change'), True)} | "
+                         f"{pct(-change['token_reduction'], True) + '%' if change else '-'} | "
+                         f"{pct(pub['accuracy']) + ' / ' + tokens(pub['tokens']) if pub else '-'} |")
+    levels = [(b, key, arm) for b in benches for key, arm in report["arms"].items()
+              if "by_level" in arm["benchmarks"].get(b, {})]
+    if levels:
+        lines += ["", "By level:", "", "| benchmark | model | level | accuracy % | mean tokens |",
+                  "| --- | --- | --- | ---: | ---: |"]
+        lines += [f"| {TITLES.get(b, b)} | {arm['label']} | {lv} | {pct(x['accuracy'])} | {tokens(x['tokens'])} |"
+                  for b, key, arm in levels for lv, x in arm["benchmarks"][b]["by_level"].items()]
+    lines += training_lines(report)
+    if report["published"]:
+        lines += ["", f"Published numbers: {report['published']['source']}."]
+    if report["notes"]:
+        lines += ["", "Notes:", ""] + [f"- {n}" for n in report["notes"]]
+    lines += ["", "![training run](training.png)", "", "![accuracy against tokens](tradeoff.png)"]
+    return "\n".join(lines) + "\n"
+
+
+def training_lines(report) -> list[str]:
+    lines = []
+    bounds = report["bounds"]
+    if bounds:
+        lines += ["", f"Bounds on the dev set: short model {tokens(bounds['short']['tokens'])} tokens at "
+                      f"{pct(bounds['short']['accuracy'])}%, long model {tokens(bounds['long']['tokens'])} tokens at "
+                      f"{pct(bounds['long']['accuracy'])}%; the choice rule needs dev accuracy above "
+                      f"{pct(0.7 * bounds['long']['accuracy'])}%."]
+    for key, run in report["training"].items():
+        chosen = run["chosen"]
+        lines.append(f"- {ARMS[key]}: {len(run['evals'])} dev evaluations; " + (
+            f"chosen step {chosen['step']} ({tokens(chosen['dev_tokens'])} dev tokens, dev accuracy "
+            f"{pct(chosen['dev_acc'])}%)." if chosen else "no checkpoint passed the rule."))
+    return lines
+
+
+# -----------------------------------------------------------------------------
+# the figures
+
+STYLE = {"base": ("tab:orange", "o"), "short": ("tab:blue", "v"), "tldr": ("black", "o"), "static": ("tab:gray", "s")}
+
+
+def plot_training(report, path: Path):
+    """Mixture weights per step; dev mean tokens and dev accuracy per evaluation, against the bounds."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(15, 4))
+    for key, run in report["training"].items():
+        steps, w = zip(*run["weights"]) if run["weights"] else ((), ())
+        ax1.plot(steps, w, color=STYLE[key][0], label=f"{ARMS[key]}: w_short (System-1)")
+        ax1.plot(steps, [1 - x for x in w], color=STYLE[key][0], ls=":", label=f"{ARMS[key]}: w_long (System-2)")
+        for ax, column in ((ax2, 1), (ax3, 2)):
+            ax.plot([e[0] for e in run["evals"]], [e[column] for e in run["evals"]], marker=STYLE[key][1],
+                    color=STYLE[key][0], label=ARMS[key])
+            if run["chosen"]:
+                ax.axvline(run["chosen"]["step"], color=STYLE[key][0], lw=1, ls="-.", label=f"{ARMS[key]}: chosen")
+    bounds = report["bounds"]
+    if bounds:
+        ax2.axhline(bounds["long"]["tokens"], color="tab:orange", ls="--", label="T_L (long model)")
+        ax2.axhline(bounds["short"]["tokens"], color="tab:blue", ls="--", label="T_S (short model)")
+        ax3.axhline(bounds["long"]["accuracy"], color="tab:orange", ls="--", label="A_L (long model)")
+        ax3.axhline(0.7 * bounds["long"]["accuracy"], color="tab:red", ls=":", label="0.7 A_L (choice rule)")
+        ax3.axhline(bounds["short"]["accuracy"], color="tab:blue", ls="--", label="A_S (short model)")
+    ax1.set(title="mixture weights", xlabel="step", ylim=(0, 1))
+    ax2.set(title="dev mean output tokens", xlabel="step")
+    ax3.set(title="dev accuracy", xlabel="step")
+    for ax in (ax1, ax2, ax3):
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    save(fig, path)
+
+
+def save(fig, path: Path):
+    import io
+    import matplotlib.pyplot as plt
+    fig.tight_layout()
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=90)
+    plt.close(fig)
+    atomic_write(path, png.getvalue())
+
+
+def plot_tradeoff(report, path: Path):
+    """Per benchmark, accuracy against mean output tokens: the arms, and the published points (hollow)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    benches = list(dict.fromkeys(b for arm in report["arms"].values() for b in arm["benchmarks"])) or ["(none)"]
+    fig, axes = plt.subplots(1, len(benches), figsize=(4 * len(benches), 3.6), squeeze=False)
+    published = (report["published"] or {}).get("arms", {})
+    for ax, b in zip(axes[0], benches):
+        for key, arm in report["arms"].items():
+            m = arm["benchmarks"].get(b)
+            if m and m["tokens"] is not None:
+                ax.scatter(m["tokens"], 100 * m["accuracy"], color=STYLE[key][0], marker=STYLE[key][1], s=50,
+                           label=arm["label"])
+        for key, arms in published.items():
+            if b in arms:
+                ax.scatter(arms[b]["tokens"], 100 * arms[b]["accuracy"], facecolors="none", marker=STYLE[key][1],
+                           edgecolors=STYLE[key][0], s=70, label=f"{ARMS[key]} (published)")
+        ax.set(title=TITLES.get(b, b), xlabel="mean output tokens", ylabel="accuracy %")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    save(fig, path)
+
+
+def write_report(run: Path, published: str | None) -> dict:
+    report = collect(run, published)
+    atomic_write(run / "report.json", json.dumps(report, indent=1) + "\n")
+    text = render(report)
+    atomic_write(run / "report.md", text)
+    plot_training(report, run / "training.png")
+    plot_tradeoff(report, run / "tradeoff.png")
+    print(text)
+    print(f"report: wrote {run / 'report.md'}, report.json, training.png, tradeoff.png")
+    return report
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("run", help="the run folder (bounds.json, tldr/, static/, eval/)")
+    p.add_argument("--published", choices=["7b", "14b"], help="the paper's numbers of this model size (default: the "
+                   "size in the name of the long model of bounds.json, if it is one of the paper's)")
+    args = p.parse_args(argv)
+    run = Path(args.run)
+    if not run.is_dir():
+        sys.exit(f"error: {run}: no such run folder")
+    return write_report(run, args.published)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""report.py: one report for the demo and the reproduction; report.md and report.json hold the same numbers; a
+run without the static arm still reports; the published numbers come from data/published.json."""
+import json
+import re
+from pathlib import Path
+
+import report
+
+BENCHES = ("gsm8k", "math500", "aime24", "amc23")
+
+
+def fake_run(root: Path, arms=("base", "tldr", "static"), long_model="models/DeepSeek-R1-Distill-Qwen-7B"):
+    """A run folder as the Makefile lays it out, with made-up numbers."""
+    for k, arm in enumerate(arms):
+        benchmarks = {b: {"accuracy": 0.5 + 0.1 * i - 0.01 * k, "accuracy_paper": 0.52 + 0.1 * i,
+                          "tokens": 1000.0 * (i + 1) * (1 - 0.2 * k)} for i, b in enumerate(BENCHES)}
+        (root / "eval" / arm).mkdir(parents=True)
+        (root / "eval" / arm / "summary.json").write_text(json.dumps({"model": f"m/{arm}", "benchmarks": benchmarks}))
+    for arm in arms:
+        if arm in ("tldr", "static"):
+            (root / arm).mkdir()
+            metrics = [{"step": s, "loss": 1.0, "w_short": 0.5 if arm == "static" else 0.5 + 0.1 * s} for s in (1, 2)]
+            metrics.append({"step": 2, "dev_tokens": 900.0, "dev_acc": 0.6, "saved": True})
+            (root / arm / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))
+            (root / arm / "chosen.json").write_text(json.dumps({"step": 2, "dev_tokens": 900.0, "dev_acc": 0.6,
+                                                                "checkpoint": str(root / arm / "step_000002")}))
+    (root / "bounds.json").write_text(json.dumps({"short": {"tokens": 300, "accuracy": 0.3},
+                                                  "long": {"tokens": 1500, "accuracy": 0.75}, "long_model": long_model}))
+    return root
+
+
+def test_report_md_and_json_hold_the_same_numbers(tmp_path):
+    run = fake_run(tmp_path / "run")
+    written = report.main([str(run)])
+    saved = json.loads((run / "report.json").read_text())
+    assert saved == json.loads(json.dumps(written))
+    assert {f.name for f in run.iterdir()} >= {"report.md", "report.json", "training.png", "tradeoff.png"}
+    md = (run / "report.md").read_text()
+    rows = {(r[0], r[1]): r for r in ([c.strip() for c in line.strip("|").split("|")] for line in md.splitlines()
+                                     if line.startswith("| ") and line.count("|") == 8)}
+    for key, arm in saved["arms"].items():
+        for b, m in arm["benchmarks"].items():
+            row = rows[(report.TITLES[b], arm["label"])]
+            assert row[2] == f"{100 * m['accuracy']:.1f} ({100 * m['accuracy_paper']:.1f})"
+            assert row[3] == f"{m['tokens']:.0f}"
+            change = saved["vs_base"].get(key, {}).get("benchmarks", {}).get(b)
+            if change:
+                assert row[4] == f"{100 * change['accuracy_change'] + 0.0:+.1f}"
+                assert row[5] == f"{-100 * change['token_reduction'] + 0.0:+.1f}%"
+            pub = saved["published"]["arms"].get(key, {}).get(b)
+            assert row[6] == (f"{100 * pub['accuracy']:.1f} / {pub['tokens']:.0f}" if pub else "-")
+    for key, change in saved["vs_base"].items():  # the headline: the mean change over the benchmarks
+        assert f"{100 * change['mean']['token_reduction']:.1f}% fewer output tokens" in md
+        assert f"accuracy {100 * change['mean']['accuracy_change'] + 0.0:+.1f} points" in md
+    # the published numbers of the 7B (the size in the long model's name), from data/published.json
+    assert saved["published"]["size"] == "7b" and saved["published"]["arms"]["tldr"]["gsm8k"] == \
+        {"accuracy": 0.877, "tokens": 254}
+    assert "about 40% fewer output tokens" in md
+
+
+def test_a_run_without_the_static_arm_still_reports(tmp_path):
+    run = fake_run(tmp_path / "run", arms=("base", "tldr"), long_model="out/tiny/models/long")
+    saved = report.main([str(run)])
+    assert set(saved["arms"]) == {"base", "tldr"} and saved["published"] is None
+    md = (run / "report.md").read_text()
+    assert "static 1:1 mixture" in md and re.search(r"no static 1:1 mixture: .*eval/static/summary.json", md)
+    assert (run / "training.png").is_file() and (run / "tradeoff.png").is_file()
+
+
+def test_a_run_with_only_its_base_model(tmp_path):
+    run = fake_run(tmp_path / "run", arms=("base",))
+    saved = report.main([str(run), "--published", "14b"])
+    assert saved["vs_base"] == {} and set(saved["published"]["arms"]) == {"tldr"}
+    assert "no TLDR training run" in (run / "report.md").read_text()
