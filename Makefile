@@ -64,11 +64,11 @@ last         = $$(ls -d $(DEMO)/$(1)/step_* | tail -n 1)
 demo: install $(DEMO)/report.done
 
 $(DEMO)/data.done:
-	$(PY) data/demo.py --out $(DEMO)/data --seed $(SEED) $(DATA_FLAGS)
+	$(PY) data/demo.py --out_dir $(DEMO)/data --seed $(SEED) $(DATA_FLAGS)
 	touch $@
 
 $(DEMO)/init.done: $(DEMO)/data.done
-	$(PY) data/tiny.py --out $(DEMO)/init --tokenizer $(DEMO)/data/tokenizer --seed $(SEED) $(MODEL_FLAGS)
+	$(PY) data/tiny.py --out_dir $(DEMO)/init --tokenizer $(DEMO)/data/tokenizer --seed $(SEED) $(MODEL_FLAGS)
 	touch $@
 
 $(DEMO)/long.done: $(DEMO)/init.done
@@ -101,12 +101,12 @@ $(DEMO)/tldr.done $(DEMO)/static.done: $(DEMO)/%.done: $(DEMO)/bounds.done $(DEM
 # the long model is the base model of the report (what TLDR compresses)
 $(DEMO)/eval-long.done $(DEMO)/eval-short.done: $(DEMO)/eval-%.done: $(DEMO)/%.done
 	$(PY) evaluate.py --model $(call last,$*) --bench $(DEMO)/data/test.jsonl --samples 1 --seed $(SEED) \
-		--temperature 0.7 --top-p 1.0 --max-new-tokens $(MAX_NEW) --out-dir $(DEMO)/eval/$(if $(filter long,$*),base,$*)
+		--temperature 0.7 --top_p 1.0 --max_new_tokens $(MAX_NEW) --out_dir $(DEMO)/eval/$(if $(filter long,$*),base,$*)
 	touch $@
 
 $(DEMO)/eval-tldr.done $(DEMO)/eval-static.done: $(DEMO)/eval-%.done: $(DEMO)/%.done
 	$(PY) evaluate.py --model $(DEMO)/$*/chosen.json --bench $(DEMO)/data/test.jsonl --samples 1 --seed $(SEED) \
-		--temperature 0.7 --top-p 1.0 --max-new-tokens $(MAX_NEW) --out-dir $(DEMO)/eval/$*
+		--temperature 0.7 --top_p 1.0 --max_new_tokens $(MAX_NEW) --out_dir $(DEMO)/eval/$*
 	touch $@
 
 $(DEMO)/report.done: $(DEMO)/eval-long.done $(DEMO)/eval-short.done $(DEMO)/eval-tldr.done $(DEMO)/eval-static.done
@@ -182,7 +182,7 @@ report:
 
 # the benchmarks, the dev pool and the s1K problems from the Hub (data/prepare.py writes each file atomically)
 $(addprefix $(BENCH_DIR)/,$(addsuffix .jsonl,$(BENCHES))): $(BENCH_DIR)/%.jsonl:
-	$(PY) data/prepare.py --out $(BENCH_DIR) --only $*
+	$(PY) data/prepare.py --out_dir $(BENCH_DIR) --only $*
 
 $(RUN)/dev.jsonl: $(BENCH_DIR)/aime_1983_2023.jsonl
 	$(PY) data/build.py dev --problems $< --size $(DEV_SIZE) --seed 0 --out $@
@@ -216,13 +216,13 @@ $(RUN)/tldr/chosen.json $(RUN)/static/chosen.json: $(RUN)/%/chosen.json: $(RUN)/
 $(RUN)/eval/base/summary.json: $(addprefix $(BENCH_DIR)/,gsm8k_test.jsonl math500.jsonl aime24.jsonl amc23.jsonl)
 	$(call need_model,$(LONG_MODEL))
 	$(DATA_PARALLEL) evaluate.py --model $(LONG_MODEL) --bench gsm8k,math500,aime24,amc23 --protocol tldr-paper \
-		--data-dir $(BENCH_DIR) --out-dir $(RUN)/eval/base $(EVAL_FLAGS)
+		--data_dir $(BENCH_DIR) --out_dir $(RUN)/eval/base $(EVAL_FLAGS)
 
 # the chosen checkpoint of TLDR (or static) on the four benchmarks, against the base model
 $(RUN)/eval/tldr/summary.json $(RUN)/eval/static/summary.json: $(RUN)/eval/%/summary.json: $(RUN)/%/chosen.json \
 		$(RUN)/eval/base/summary.json
 	$(DATA_PARALLEL) evaluate.py --model $< \
-		--bench gsm8k,math500,aime24,amc23 --protocol tldr-paper --data-dir $(BENCH_DIR) --out-dir $(RUN)/eval/$* \
+		--bench gsm8k,math500,aime24,amc23 --protocol tldr-paper --data_dir $(BENCH_DIR) --out_dir $(RUN)/eval/$* \
 		--compare $(RUN)/eval/base/summary.json $(EVAL_FLAGS)
 
 # make reproduce-tiny: the same chain on CPU in minutes, with tiny Qwen2 stand-ins (random, saved by
@@ -256,7 +256,7 @@ tiny-chain: $(TINY)/models/long/config.json $(TINY)/models/short/config.json
 	$(MAKE) reproduce reproduce-static PUBLISHED=7b RUN=$(TINY)/run BENCH_DIR=$(TINY)/bench LONG_MODEL=$(TINY)/models/long \
 		SHORT_MODEL=$(TINY)/models/short NPROC=2 DEV_SIZE=16 DEV_MAX_NEW=128 S1_MAX_NEW=64 S2_SAMPLES=2 S2_MAX_NEW=128 \
 		TRAIN_FLAGS="--max_steps=4 --global_batch=8 --row_tokens=4096 --max_len=2048 --eval_interval=2 --save_interval=2 --dev_batch_size=16" \
-		EVAL_FLAGS="--max-new-tokens 128"
+		EVAL_FLAGS="--max_new_tokens 128"
 
 $(TINY_BENCH): $(TINY)/bench/%.jsonl:
 	@test -f $(TINY_SOURCE)/$(word 1,$(SLICE_$*)).jsonl || { echo "error: $(TINY_SOURCE)/$(word 1,$(SLICE_$*)).jsonl \
@@ -268,7 +268,7 @@ $(TINY_BENCH): $(TINY)/bench/%.jsonl:
 $(TINY)/models/%/config.json: $(TINY_BENCH)
 	@mkdir -p $(TINY)/models
 	$(PY) data/tiny.py --answer_key $(TINY)/models/$*.key.jsonl --style $* --every 3 --problems $(KEY_$*)
-	$(PY) data/tiny.py --out $(TINY)/models/$*.init --seed 0 $(TINY_MODEL)
+	$(PY) data/tiny.py --out_dir $(TINY)/models/$*.init --seed 0 $(TINY_MODEL)
 	$(PY) train.py --model=$(TINY)/models/$*.init --mixture=static --w_short=1.0 --system1=$(TINY)/models/$*.key.jsonl \
 		--out_dir=$(TINY)/models/$*.fit --resume $(TINY_FIT)
 	rm -rf $(TINY)/models/$* && cp -r $$(ls -d $(TINY)/models/$*.fit/step_* | tail -n 1) $(TINY)/models/$* && \

@@ -236,7 +236,8 @@ def train_side(side, path, examples, steps, global_batch, row_tokens, micro_batc
                 ids = torch.tensor([ids + [0] * (width - len(ids)) for ids, _ in chunk])
                 mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids, _ in chunk])
                 labels = torch.tensor([[-100] * n + ids[n:] + [-100] * (width - len(ids)) for ids, n in chunk])
-                (model(input_ids=ids, attention_mask=mask, labels=labels).loss / (global_batch // micro_batch)).backward()
+                loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+                (loss / (global_batch // micro_batch)).backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
         useful += n_target if step else 0
@@ -307,7 +308,8 @@ def gpu_greedy(path, device, prompts=8, new_tokens=64):
     leave any greedy sequence intact, in either implementation: in bf16 the test is being as close to exact."""
     from transformers import AutoModelForCausalLM
     g = torch.Generator().manual_seed(1)
-    batch = [torch.randint(0, 200, (int(n),), generator=g).tolist() for n in torch.randint(8, 200, (prompts,), generator=g)]
+    lengths = torch.randint(8, 200, (prompts,), generator=g)
+    batch = [torch.randint(0, 200, (int(n),), generator=g).tolist() for n in lengths]
 
     def theirs(dtype):
         ref = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()

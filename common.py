@@ -3,14 +3,36 @@ Small helpers every script shares: the rules its settings must follow, files wri
 Lines read with errors that name the file, the line and the field. Nothing here imports torch.
 """
 
+import argparse
 import json
 import math
 import os
+import sys
 import tempfile
 from pathlib import Path
 
 # -----------------------------------------------------------------------------
-# settings: every script checks all of its settings before any work, by these rules (one per name)
+# settings: one spelling per flag, and every script checks all of its settings before any work, by these rules
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """Every script's flags: one spelling, with underscores (--max_new_tokens, as torchrun's --nproc_per_node and
+    nanoGPT's --batch_size are written, and as train.py's settings are named); a flag spelled with dashes is an
+    error that names the right one, and no flag is taken for a prefix of another."""
+
+    def __init__(self, **kwargs):
+        super().__init__(allow_abbrev=False, formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
+
+    def parse_args(self, args=None, namespace=None):
+        args = [str(a) for a in (sys.argv[1:] if args is None else args)]
+        known = {o for action in self._actions for o in action.option_strings}
+        for arg in args:
+            flag = arg.split("=", 1)[0]
+            right = "--" + flag[2:].replace("-", "_")
+            if flag.startswith("--") and flag not in known and right in known:
+                self.error(f"{flag}: flags are spelled with underscores: {right}")
+        return super().parse_args(args, namespace)
+
 
 
 def at_least(low):
@@ -113,7 +135,8 @@ def read_jsonl(path, required=("problem",), types=None, check=None) -> list[dict
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg}); each line must be one JSON object") from None
+                raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg}); each line must be one JSON "
+                                 f"object") from None
             if not isinstance(row, dict):
                 raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
             missing = [k for k in required if k not in row]

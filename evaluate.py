@@ -3,24 +3,23 @@ Evaluate a model on math benchmarks the way the TLDR paper does: generate with s
 the DeepSeek-R1 prompt, grade the final answers with grade.py, and report accuracy and output length.
 
     python evaluate.py --model out/tldr --bench gsm8k,math500,aime24,amc23 --protocol tldr-paper
-    python evaluate.py --model out/base --bench math500 --protocol deepseek --max-new-tokens 16384
+    python evaluate.py --model out/base --bench math500 --protocol deepseek --max_new_tokens 16384
     python evaluate.py --model out/tldr --bench gsm8k,math500,aime24,amc23 \\
         --compare out/eval/base-tldr-paper/summary.json          # adds token reduction and accuracy change
     torchrun --nproc_per_node=8 evaluate.py --model out/tldr      # every GPU answers its share
 
-Responses, summary.json and summary.md go to --out-dir. Benchmarks are JSON Lines with "id", "problem",
-"answer" in --data-dir (default data/bench, written by `python data/prepare.py`; the tests use
+Responses, summary.json and summary.md go to --out_dir. Benchmarks are JSON Lines with "id", "problem",
+"answer" in --data_dir (default data/bench, written by `python data/prepare.py`; the tests use
 ../shared/data), or paths of .jsonl files of one's own.
 
 Every response is graded twice (grade.py): by the strict rules, the main numbers, and by the rules of the
 SkyThought harness behind the TLDR paper's table ("paper's rules"), so that a comparison with the paper is
 like for like. Responses are always graded against the benchmark file's current answers. A rerun into the
-same --out-dir adds only what is missing, and refuses responses made with another model or other settings
+same --out_dir adds only what is missing, and refuses responses made with another model or other settings
 (each BENCH.settings.json says how BENCH.jsonl was made). To grade responses made elsewhere, use
 `python grade.py FILE`.
 """
 
-import argparse
 import json
 import math
 import sys
@@ -28,12 +27,12 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from common import check_settings
+from common import ArgumentParser, check_settings
 from grade import grade_responses
 
 ROOT = Path(__file__).resolve().parent
 
-# benchmark name -> file in --data-dir (written by data/prepare.py)
+# benchmark name -> file in --data_dir (written by data/prepare.py)
 BENCHMARKS = {
     "gsm8k": "gsm8k_test.jsonl",
     "math500": "math500.jsonl",
@@ -164,8 +163,9 @@ def markdown_report(summary, base=None):
         passes = " | ".join(_fmt(m["pass@k"].get(k), True) for k in ks)
         errors = ", ".join(f"{v} {k}" for k, v in m["grading_errors"].items()) or "0"
         missing = f" ({m['missing']} missing)" if m["missing"] else ""
-        lines.append(f"| {TITLES.get(b, b)} | {m['problems']} x {m['samples']}{missing} | {_fmt(m['accuracy'], True)} | "
-                     f"{_fmt(m.get('accuracy_paper'), True)} | {passes} | {_fmt(m['tokens'])} / {_fmt(m['tokens_correct'])} / {_fmt(m['tokens_wrong'])} | "
+        tokens = f"{_fmt(m['tokens'])} / {_fmt(m['tokens_correct'])} / {_fmt(m['tokens_wrong'])}"
+        lines.append(f"| {TITLES.get(b, b)} | {m['problems']} x {m['samples']}{missing} | "
+                     f"{_fmt(m['accuracy'], True)} | {_fmt(m.get('accuracy_paper'), True)} | {passes} | {tokens} | "
                      f"{_fmt(m['cut_at_limit'], True)}% | {errors} |")
     for b, m in summary["benchmarks"].items():
         if "by_level" in m:
@@ -187,16 +187,11 @@ def _read_json(path, what):
         sys.exit(f"error: cannot read {what} {path}: {e}")
 
 
-def _positive(text):
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
-    return int(text)
-
 
 def read_benchmarks(args):
     """{name: problem rows} of every --bench, read (and checked) before any model is loaded."""
     from common import PROBLEM_TYPES, read_jsonl
-    # a name from BENCHMARKS (a file in --data-dir), or the path of a JSON Lines file of one's own
+    # a name from BENCHMARKS (a file in --data_dir), or the path of a JSON Lines file of one's own
     names = [b.strip() for b in args.bench.split(",") if b.strip()]
     unknown = [b for b in names if b not in BENCHMARKS and not b.endswith(".jsonl")]
     if unknown or not names:
@@ -206,7 +201,7 @@ def read_benchmarks(args):
     for b in names:
         name, path = (Path(b).stem, Path(b)) if b.endswith(".jsonl") else (b, Path(args.data_dir) / BENCHMARKS[b])
         if not path.is_file():
-            sys.exit(f"error: {path} not found; run `python data/prepare.py` first, or pass --data-dir")
+            sys.exit(f"error: {path} not found; run `python data/prepare.py` first, or pass --data_dir")
         try:
             rows = read_jsonl(path, required=("id", "problem", "answer"), types=PROBLEM_TYPES)
         except ValueError as e:
@@ -327,26 +322,26 @@ def run_evaluation(args):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__)
     p.add_argument("--model", required=True, help="model directory (config.json, *.safetensors, tokenizer), or "
                    "the chosen.json of a training run")
     p.add_argument("--bench", default="gsm8k,math500,aime24,amc23",
                    help=f"comma-separated: {', '.join(BENCHMARKS)}, or paths of .jsonl files")
     p.add_argument("--protocol", choices=PROTOCOLS, default="tldr-paper")
     p.add_argument("--temperature", type=float, help="override the protocol's temperature")
-    p.add_argument("--top-p", type=float, help="override the protocol's top_p")
-    p.add_argument("--max-new-tokens", type=_positive, help="override the protocol's token limit")
-    p.add_argument("--samples", type=_positive, help="samples per problem on every benchmark (default: the protocol's)")
-    p.add_argument("--limit", type=_positive, help="only the first N problems of each benchmark (a quick look)")
+    p.add_argument("--top_p", type=float, help="override the protocol's top_p")
+    p.add_argument("--max_new_tokens", type=int, help="override the protocol's token limit")
+    p.add_argument("--samples", type=int, help="samples per problem on every benchmark (default: the protocol's)")
+    p.add_argument("--limit", type=int, help="only the first N problems of each benchmark (a quick look)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=_positive, default=32, help="sequences decoded at once")
+    p.add_argument("--batch_size", type=int, default=32, help="sequences decoded at once")
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
                    help="default: bfloat16 on cuda, else float32")
-    p.add_argument("--data-dir", default=str(ROOT / "data" / "bench"), help="benchmark files (default data/bench)")
-    p.add_argument("--out-dir", help="default out/eval/<model name>-<protocol>")
+    p.add_argument("--data_dir", default=str(ROOT / "data" / "bench"), help="benchmark files (default data/bench)")
+    p.add_argument("--out_dir", help="default out/eval/<model name>-<protocol>")
     p.add_argument("--compare", metavar="BASE_SUMMARY", help="summary.json of a baseline run: adds the token "
                    "reduction and accuracy change")
-    p.add_argument("--workers", type=_positive, default=2, help="grading processes")
+    p.add_argument("--workers", type=int, default=2, help="grading processes")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
     check_settings(vars(args))
     return run_evaluation(args)

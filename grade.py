@@ -34,7 +34,6 @@ and replaced, and the response counts as wrong with error "timeout". This file i
 the model code: workers start in a fraction of a second.
 """
 
-import argparse
 import json
 import logging
 import math
@@ -49,7 +48,7 @@ from collections import Counter, defaultdict, deque
 from fractions import Fraction
 from pathlib import Path
 
-from common import ANSWER, NUMBER, TEXT, atomic_write, jsonl_text, read_jsonl
+from common import ANSWER, NUMBER, TEXT, ArgumentParser, atomic_write, check_settings, jsonl_text, read_jsonl
 
 ROOT = Path(__file__).resolve().parent
 RULES = ("strict", "skythought")
@@ -292,7 +291,8 @@ def answers_match(pred, gold):
 _NUMBER_WORDS = {w: i for i, w in enumerate(
     "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
     "seventeen eighteen nineteen".split())}
-_NUMBER_WORDS.update({w: 10 * i for i, w in enumerate("twenty thirty forty fifty sixty seventy eighty ninety".split(), 2)})
+_TENS = "twenty thirty forty fifty sixty seventy eighty ninety".split()
+_NUMBER_WORDS.update({w: 10 * i for i, w in enumerate(_TENS, 2)})
 _SCALES = {"hundred": 100, "thousand": 1000, "million": 10**6, "billion": 10**9}
 
 
@@ -597,7 +597,16 @@ def grade_responses(responses, answers, workers=2, timeout=GRADE_TIMEOUT, trunca
     for i, (p, a, kind) in enumerate(zip(preds, answers, kinds)):
         if p is not None:
             jobs[(kind, p, a)].append(i)
-    todo = deque(jobs)
+    for job, (correct, error) in compare(list(jobs), workers, timeout).items():
+        for i in jobs[job]:
+            results[i]["correct"], results[i]["error"] = correct, error
+    return results
+
+
+def compare(jobs: list, workers: int, timeout: float) -> dict:
+    """{job: [correct, error]} for (rules, pred, gold) jobs, run by the worker processes, each job under the
+    time limit: a worker that passes it (or dies) is killed and replaced, and its job counts as wrong."""
+    outcomes, todo = {}, deque(jobs)
     pool = [_Worker() for _ in range(max(1, min(workers, len(todo))))] if todo else []
     try:
         while todo or any(w.job is not None for w in pool):
@@ -627,9 +636,7 @@ def grade_responses(responses, answers, workers=2, timeout=GRADE_TIMEOUT, trunca
                     outcome, replace = [False, "timeout"], True
                 else:
                     continue
-                for i in jobs[w.job]:
-                    results[i]["correct"], results[i]["error"] = outcome
-                w.job = None
+                outcomes[w.job], w.job = outcome, None
                 if replace:  # stuck or dead: a fresh worker takes its place
                     w.kill()
                     pool[k] = _Worker()
@@ -638,7 +645,7 @@ def grade_responses(responses, answers, workers=2, timeout=GRADE_TIMEOUT, trunca
     finally:
         for w in pool:
             w.kill()
-    return results
+    return outcomes
 
 
 # -----------------------------------------------------------------------------
@@ -649,11 +656,6 @@ def _mean(xs):
     xs = list(xs)
     return sum(xs) / len(xs) if xs else None
 
-
-def _positive(text):
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
-    return int(text)
 
 
 def read_responses(path, agree=None, tokens_field=None):
@@ -701,7 +703,7 @@ def print_summary(rows, graded, truncated, tokens, agree, seconds):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = ArgumentParser(description=__doc__.split("\n\n")[0],
                                 epilog="See the top of grade.py for the rules.")
     p.add_argument("file", help="JSON Lines, each line with 'response' and 'answer'")
     p.add_argument("--out", help="write the lines back here with 'correct' and 'pred' added")
@@ -711,8 +713,9 @@ def main(argv=None):
                    "e.g. skythought_correct, and list the responses where it differs")
     p.add_argument("--tokenizer", help="count output tokens with this tokenizer (a model directory)")
     p.add_argument("--tokens_field", help="take output token counts from this field instead")
-    p.add_argument("--workers", type=_positive, default=2, help="grading processes")
+    p.add_argument("--workers", type=int, default=2, help="grading processes")
     args = p.parse_args(argv)
+    check_settings(vars(args))
     if args.out and not Path(args.out).resolve().parent.is_dir():  # fail now, not after the grading
         sys.exit(f"error: --out {args.out}: the folder {Path(args.out).resolve().parent} does not exist")
     try:

@@ -3,7 +3,7 @@ The R1-Distill decoder: one readable transformer for the Qwen2, Llama and Qwen3 
 and saved to Hugging Face safetensors checkpoints.
 
     import torch, model
-    m = model.Transformer.from_pretrained("deepseek-ai/DeepSeek-R1-Distill-Qwen-7B", dtype=torch.bfloat16, device="cuda")
+    m = model.Transformer.from_pretrained("models/DeepSeek-R1-Distill-Qwen-7B", dtype=torch.bfloat16, device="cuda")
     hidden = m(input_ids, positions)          # (B, T, hidden_size)
     logits = m.lm_head(hidden)                # compute logits only where you need them (vocab is 152k)
     m.save_pretrained("out/ckpt")             # config.json + safetensors shards, loadable by transformers/vLLM
@@ -116,7 +116,8 @@ def rope_inv_freq(cfg: Config) -> torch.Tensor:
     if cfg.rope_scaling is None:
         return inv_freq
     s = cfg.rope_scaling
-    factor, low, high, old_len = s["factor"], s["low_freq_factor"], s["high_freq_factor"], s["original_max_position_embeddings"]
+    factor, low, high = s["factor"], s["low_freq_factor"], s["high_freq_factor"]
+    old_len = s["original_max_position_embeddings"]
     wavelen = 2 * math.pi / inv_freq
     # long wavelengths are stretched by `factor`, short ones kept, the band between interpolated
     scaled = torch.where(wavelen > old_len / low, inv_freq / factor, inv_freq)
@@ -171,7 +172,7 @@ class AttnInfo:
     rows: int                                # B: the forward's rows (tokens arrive flattened, B * T of them)
     cache: KVCache | None = None
     index: CacheIndex | None = None
-    doc_lengths: list | None = None          # sdpa, packed: document lengths in the flattened tokens; None = one per row
+    doc_lengths: list | None = None          # sdpa, packed: document lengths of the tokens; None: one per row
     cu_seqlens: torch.Tensor | None = None   # flash, packed: document boundaries in the flattened tokens
     max_seqlen: int = 0
     head_slots: torch.Tensor | None = None   # sdpa: (tokens * kv_heads,) where each token's head vectors go
@@ -184,7 +185,8 @@ def attn_info(positions: torch.Tensor, cache, index: CacheIndex | None, flash: b
     info = AttnInfo(flash=flash, decode=cache is not None and T == 1, rows=B, cache=cache, index=index)
     if cache is not None and not flash:  # where every head vector goes, in the head-major pages
         ps, heads = cache.page_size, torch.arange(cache.kv_heads, device=positions.device)
-        info.head_slots = (((index.slots // ps)[:, None] * len(heads) + heads) * ps + (index.slots % ps)[:, None]).view(-1)
+        page, offset = (index.slots // ps)[:, None], (index.slots % ps)[:, None]
+        info.head_slots = ((page * len(heads) + heads) * ps + offset).view(-1)
     if info.decode:
         if not flash:  # the keys each row reads (its pages, in order) and a mask past its length
             n_keys = index.max_len if index.first_page is not None else index.block_table.shape[1] * ps
@@ -217,9 +219,10 @@ def attention(q, k, v, info: AttnInfo, layer: int):
     B, Hkv, cache, index = info.rows, k.shape[1], info.cache, info.index
     if info.flash and info.decode:
         # appends k/v at cache_seqlens in the row's pages, in place, then attends to all of the row's tokens
-        return flash_attn.flash_attn_with_kvcache(
+        out = flash_attn.flash_attn_with_kvcache(
             q.view(B, 1, H, D), cache.k[layer].transpose(1, 2), cache.v[layer].transpose(1, 2), k=k.view(B, 1, Hkv, D),
-            v=v.view(B, 1, Hkv, D), cache_seqlens=index.seqlens, block_table=index.block_table, causal=True).view(N, H, D)
+            v=v.view(B, 1, Hkv, D), cache_seqlens=index.seqlens, block_table=index.block_table, causal=True)
+        return out.view(N, H, D)
     if cache is not None and info.flash:
         ps = cache.page_size  # the token-major view flash-attn reads: (pages, page_size, kv_heads, head_dim)
         for c, x in ((cache.k[layer], k), (cache.v[layer], v)):
@@ -282,7 +285,8 @@ def apply_rope(x, cos, sin):
 class SelfAttention(nn.Module):
     def __init__(self, cfg: Config, layer: int):
         super().__init__()
-        self.layer, self.n_head, self.n_kv, self.head_dim = layer, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+        self.layer, self.head_dim = layer, cfg.head_dim
+        self.n_head, self.n_kv = cfg.num_attention_heads, cfg.num_key_value_heads
         self.q_proj = nn.Linear(cfg.hidden_size, self.n_head * self.head_dim, bias=cfg.attention_bias)
         self.k_proj = nn.Linear(cfg.hidden_size, self.n_kv * self.head_dim, bias=cfg.attention_bias)
         self.v_proj = nn.Linear(cfg.hidden_size, self.n_kv * self.head_dim, bias=cfg.attention_bias)
@@ -489,7 +493,8 @@ class Weights:
         try:
             t = self.files[name].get_tensor(key) if rows is None else self.files[name].get_slice(key)[rows[0]:rows[1]]
         except Exception as e:
-            raise ValueError(f"{self.path / name}: cannot read {key} ({e}); the file is corrupt, re-download it") from None
+            raise ValueError(f"{self.path / name}: cannot read {key} ({e}); the file is damaged: download or "
+                             f"copy it again") from None
         return t.to(device=device, dtype=dtype)
 
 

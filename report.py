@@ -13,12 +13,11 @@ tokens per benchmark, with the published points). What a run does not have (no s
 yet) is left out with a note.
 """
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
-from common import atomic_write
+from common import ArgumentParser, atomic_write
 
 ROOT = Path(__file__).resolve().parent
 PUBLISHED = ROOT / "data" / "published.json"
@@ -131,8 +130,8 @@ def headline(report) -> list[str]:
     for key, change in report["vs_base"].items():
         mean = change["mean"]
         lines.append(f"- **{ARMS[key]}**: {pct(mean['token_reduction'])}% fewer output tokens than the base model on "
-                     f"average over {len(change['benchmarks'])} benchmark(s), accuracy {pct(mean['accuracy_change'], True)}"
-                     f" points.")
+                     f"average over {len(change['benchmarks'])} benchmark(s), accuracy "
+                     f"{pct(mean['accuracy_change'], True)} points.")
     if report["published"]:
         lines.append(f"- **The paper** ({report['published']['size']}): {report['published']['claim']}.")
     return lines or ["- no comparison with the base model: its evaluation is not there."]
@@ -274,7 +273,7 @@ def write_report(run: Path, published: str | None) -> dict:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("run", help="the run folder (bounds.json, tldr/, static/, eval/)")
     p.add_argument("--published", choices=["7b", "14b"], help="the paper's numbers of this model size (default: the "
                    "size in the name of the long model of bounds.json, if it is one of the paper's)")

@@ -24,7 +24,6 @@ one call, so a completion is the same whatever else shares its batch, and an int
 sequence continues with the tokens it would have made.
 """
 
-import argparse
 import hashlib
 import heapq
 import itertools
@@ -40,7 +39,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from common import ID, PROBLEM_TYPES, TEXT, atomic_write, check_settings, read_jsonl, type_error
+from common import ID, PROBLEM_TYPES, TEXT, ArgumentParser, atomic_write, check_settings, read_jsonl, type_error
 
 OUTPUT_TYPES = {"id": ID, "sample": int, "response": TEXT, "tokens": int, "finish": TEXT}  # a line of an output
 from model import CacheIndex, KVCache, Transformer, attention_summary
@@ -394,8 +393,8 @@ def generate(model: Transformer, prompts: list[list[int]], max_new_tokens: int, 
     flash = model.uses_flash(device)
     if cuda_graphs is None:
         cuda_graphs = flash and device.type == "cuda"
-    seqs = [Sequence(i * n + j, p, min(max_new_tokens, context - len(p)), sequence_key(seed, p, j) if temperature else 0)
-            for i, p in enumerate(prompts) for j in range(n)]
+    seqs = [Sequence(i * n + j, p, min(max_new_tokens, context - len(p)),
+                     sequence_key(seed, p, j) if temperature else 0) for i, p in enumerate(prompts) for j in range(n)]
     outs = [[None] * n for _ in prompts]
     if not seqs:
         return outs
@@ -576,7 +575,8 @@ def sample_file(model, tok, rows: list[dict], out_path, n=1, progress=True, **se
             if (str(row["id"]), j) in done:
                 return
             text = tok.decode(c.tokens, skip_special_tokens=True)
-            f.write(json.dumps({**row, "sample": j, "response": text, "tokens": len(c.tokens), "finish": c.finish}) + "\n")
+            line = {**row, "sample": j, "response": text, "tokens": len(c.tokens), "finish": c.finish}
+            f.write(json.dumps(line) + "\n")
             f.flush()
         generate(model, [ids for _, ids in todo], n=n, stop_ids=stop_ids(tok), on_finish=write,
                  progress=progress, **settings)
@@ -593,8 +593,8 @@ def barrier():
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="Hugging Face model directory (config.json, *.safetensors, tokenizer)")
+    p = ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", required=True, help="model directory (config.json, *.safetensors, tokenizer)")
     p.add_argument("--prompt", help="one problem, printed with its completion(s)")
     p.add_argument("--prompts", help="JSON Lines file, one {'id', 'problem'} per line")
     p.add_argument("--out", help="JSON Lines output for --prompts (appended; a rerun resumes)")
@@ -627,7 +627,8 @@ def main(argv=None):
             sys.exit(f"error: the prompt has {len(ids)} tokens, more than the model's context "
                      f"({model.config.max_position_embeddings})")
         for j, c in enumerate(generate(model, [ids], n=args.samples, stop_ids=stop_ids(tok), **settings)[0]):
-            print(f"--- sample {j} ({len(c.tokens)} tokens, {c.finish})\n{tok.decode(c.tokens, skip_special_tokens=True)}")
+            text = tok.decode(c.tokens, skip_special_tokens=True)
+            print(f"--- sample {j} ({len(c.tokens)} tokens, {c.finish})\n{text}")
         return
     for k, row in enumerate(rows):
         row.setdefault("id", k)  # a prompts file without ids is keyed by line order

@@ -112,7 +112,10 @@ def load_config(argv) -> TrainConfig:
 
     def set_value(key, value, where):
         if key not in fields:
-            raise SystemExit(f"{where}: unknown setting {key!r}; the settings are the TrainConfig fields in train.py")
+            right = key.replace("-", "_")
+            hint = f"settings are spelled with underscores: {right}" if right in fields else \
+                "the settings are the TrainConfig fields in train.py"
+            raise SystemExit(f"{where}: unknown setting {key!r}; {hint}")
         want = type(getattr(cfg, key))
         if want is bool and isinstance(value, str):
             value = {"true": True, "false": False, "1": True, "0": False}.get(value.lower(), value)
@@ -142,12 +145,14 @@ def load_config(argv) -> TrainConfig:
             for node in tree.body:
                 if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
                     continue  # a docstring
-                if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)):
+                single_name = isinstance(node, ast.Assign) and len(node.targets) == 1
+                if not (single_name and isinstance(node.targets[0], ast.Name)):
                     raise SystemExit(f"{path}:{node.lineno}: a config file holds only `name = value` lines")
                 try:
                     value = ast.literal_eval(node.value)
                 except ValueError:
-                    raise SystemExit(f"{path}:{node.lineno}: the value must be a literal (number, string, bool)") from None
+                    raise SystemExit(f"{path}:{node.lineno}: the value must be a literal (number, string, "
+                                     f"bool)") from None
                 set_value(node.targets[0].id, value, f"{path}:{node.lineno}")
     return cfg
 
@@ -260,16 +265,25 @@ def compute_dtype(cfg, device) -> torch.dtype:
     return getattr(torch, cfg.dtype)
 
 
-def setup_processes(cfg):
-    """(rank, world, device, dtype, sharded). The model is sharded with FSDP2 whenever there are several
-    processes, a GPU, or a compute dtype other than float32: a single GPU then computes in bf16 through the
-    same mixed-precision path as eight do. A plain CPU process trains the unwrapped model in float32."""
+@dataclass
+class Processes:
+    rank: int
+    world: int
+    device: torch.device
+    dtype: torch.dtype    # the compute dtype
+    sharded: bool         # FSDP2 (else one plain process)
+
+
+def setup_processes(cfg) -> Processes:
+    """The model is sharded with FSDP2 whenever there are several processes, a GPU, or a compute dtype other
+    than float32: a single GPU then computes in bf16 through the same mixed-precision path as eight do. A plain
+    CPU process trains the unwrapped model in float32."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
     dtype = compute_dtype(cfg, device)
     sharded = world > 1 or device.type == "cuda" or dtype != torch.float32
     if not sharded:
-        return 0, 1, device, dtype, False
+        return Processes(0, 1, device, dtype, False)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     backend, timeout = ("nccl" if device.type == "cuda" else "gloo"), timedelta(minutes=cfg.dist_timeout_minutes)
@@ -277,7 +291,7 @@ def setup_processes(cfg):
         dist.init_process_group(backend, timeout=timeout)
     else:  # one process without torchrun: a group of one, so that FSDP2 (mixed precision) works the same way
         dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1, timeout=timeout)
-    return dist.get_rank(), world, device, dtype, True
+    return Processes(dist.get_rank(), world, device, dtype, True)
 
 
 def all_sum(x: float, device) -> float:
@@ -333,22 +347,22 @@ def shard_rows(n: int, rank: int, world: int) -> tuple[int, int]:
     return min(rank * size, n), min((rank + 1) * size, n)
 
 
-def build_model(cfg, source: Path, master: Path | None, device, dtype, sharded):
+def build_model(cfg, source: Path, master: Path | None, proc: Processes):
     """The model to train with float32 master weights. source: a model directory; master: the master-weight
     file of this process in a checkpoint being resumed (exact), else the weights of `source` are read.
     Sharded, the model is built on the meta device and every process reads only the rows of its own shard."""
-    rank, world = (dist.get_rank(), dist.get_world_size()) if sharded else (0, 1)
+    rank, world, device = proc.rank, proc.world, proc.device
     try:
         config = Config.from_hf(read_config(source), str(source / "config.json"))
         weights = Weights(master.parent, files=[master.name]) if master else Weights(source)
     except (OSError, ValueError, KeyError) as e:
         raise SystemExit(f"error: {e}") from None
-    if not sharded:
+    if not proc.sharded:
         state = {k: weights.read(k, torch.float32, device) for k in weights.keys()}
         return Transformer.from_state_dict(config, state, where=str(source)).train()
     with torch.device("meta"):
         model = Transformer(config)
-    shard(model, dtype)
+    shard(model, proc.dtype)
     model.to_empty(device=device)
     with torch.no_grad():
         for name, param in model.state_dict().items():
@@ -382,16 +396,17 @@ def generation_copy(model, dtype, sharded):
 # dev evaluation
 
 @torch.no_grad()
-def dev_evaluation(model, cfg, tok, dev_rows, dev_prompts, step, device, dtype, sharded):
+def dev_evaluation(model, cfg, data, step, proc: Processes):
     """Every process answers its share of the dev set with a full copy of the current weights."""
     from grade import grade_responses  # imported on first use: only a run with a dev set grades
-    rank, world = (dist.get_rank(), dist.get_world_size()) if sharded else (0, 1)
-    infer = generation_copy(model, dtype, sharded).eval()
-    mine = list(range(rank, len(dev_rows), world))
-    outs = generate(infer, [dev_prompts[i] for i in mine], max_new_tokens=cfg.dev_max_new_tokens,
+    tok, dev_rows = data.tok, data.dev_rows
+    infer = generation_copy(model, proc.dtype, proc.sharded).eval()
+    mine = list(range(proc.rank, len(dev_rows), proc.world))
+    on_gpu = proc.device.type == "cuda"
+    outs = generate(infer, [data.dev_prompts[i] for i in mine], max_new_tokens=cfg.dev_max_new_tokens,
                     temperature=cfg.dev_temperature, top_p=cfg.dev_top_p, stop_ids=stop_ids(tok),
                     seed=cfg.seed + step, batch_size=cfg.dev_batch_size,
-                    kv_memory=dev_cache_bytes(model.config, cfg, dtype) if device.type == "cuda" else None)
+                    kv_memory=dev_cache_bytes(model.config, cfg, proc.dtype) if on_gpu else None)
     del infer
     texts = [tok.decode(o[0].tokens, skip_special_tokens=True) for o in outs]
     verdicts = grade_responses(texts, [str(dev_rows[i]["answer"]) for i in mine],
@@ -423,8 +438,8 @@ def shard_file(kind: str, rank: int, world: int) -> str:
     return f"{kind}-rank{rank:05d}-of-{world:05d}.safetensors"
 
 
-def save_checkpoint(model, opt, cfg, state: dict, out_dir: Path, step: int, chosen_step, sharded):
-    rank, world = (dist.get_rank(), dist.get_world_size()) if sharded else (0, 1)
+def save_checkpoint(model, opt, cfg, state: dict, out_dir: Path, step: int, chosen_step, proc: Processes):
+    rank, world = proc.rank, proc.world
     final, tmp = out_dir / f"step_{step:06d}", out_dir / f".step_{step:06d}.tmp"
     if rank == 0:
         shutil.rmtree(tmp, ignore_errors=True)  # left by a killed run
@@ -501,7 +516,7 @@ def read_state(ckpt: Path) -> dict | None:
     return state if isinstance(state, dict) and all(isinstance(state.get(k), t) for k, t in keys.items()) else None
 
 
-def resume_point(cfg, out_dir: Path, rank: int, world: int, log):
+def resume_point(cfg, out_dir: Path, proc: Processes, log):
     """(checkpoint, state, master file) of the latest complete checkpoint to resume, or (None, None, None) for a
     new run. An interrupted write is a dot-directory, never taken. A new run never starts in a folder that holds
     another run: its checkpoints, metrics and choice would be mixed with (and its pruning would delete) those."""
@@ -518,10 +533,10 @@ def resume_point(cfg, out_dir: Path, rank: int, world: int, log):
     if state is None:
         raise SystemExit(f"{ckpt / 'train_state' / 'state.json'} is missing or damaged: the checkpoint cannot be "
                          f"resumed. Move {ckpt} away to resume from the checkpoint before it.")
-    if state["world_size"] != world:
-        raise SystemExit(f"{ckpt}: saved by {state['world_size']} processes, resumed with {world}: "
+    if state["world_size"] != proc.world:
+        raise SystemExit(f"{ckpt}: saved by {state['world_size']} processes, resumed with {proc.world}: "
                          f"the optimizer shards only fit the same number")
-    master = ckpt / "train_state" / shard_file("master", rank, world)
+    master = ckpt / "train_state" / shard_file("master", proc.rank, proc.world)
     try:
         weights_dtype = saved_dtype(Config.from_hf(read_config(ckpt), str(ckpt / "config.json")))
     except (OSError, ValueError) as e:
@@ -597,8 +612,9 @@ def memory_plan(c: Config, cfg, world: int, dtype: torch.dtype, sharded: bool, l
     # what one block keeps for backward: its input and normed input twice (2 norms), q and k with their rotated
     # halves and rotated results, v, the attention output, and the MLP's gate, up, silu(gate) and product
     block_saved = T * (8 * H + 4 * kv + 4 * I) * b
-    saved = {"activations: block inputs (checkpointed)" if cfg.activation_checkpointing else
-             "activations: every block's saved tensors": L * (T * H * b if cfg.activation_checkpointing else block_saved),
+    checkpointing = cfg.activation_checkpointing
+    saved = {"activations: block inputs (checkpointed)" if checkpointing else
+             "activations: every block's saved tensors": L * (T * H * b if checkpointing else block_saved),
              "activations: final norm and target rows": 3 * T * H * b + T * H * 4 * (b < 4)}
     loss = {"loss chunk: logits, log-probabilities, their gradient (fp32)": 12 * min(loss_chunk, T) * V}
     recompute = {"one block recomputed in backward, and its gradients": block_saved + T * (3 * H + 2 * I) * b}
@@ -667,21 +683,24 @@ def validate(cfg: TrainConfig):
         raise SystemExit("bad configuration:\n  " + "\n  ".join(problems))
 
 
-def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    cfg = load_config(argv)
-    validate(cfg)
-    config_name = " ".join(a for a in argv if not a.startswith("--")) or "defaults"
-    if cfg.plan:  # the plan for the GPUs the recipe targets: FSDP2 with bf16 compute unless dtype says otherwise
-        dtype = torch.bfloat16 if cfg.dtype == "auto" else getattr(torch, cfg.dtype)
-        return check_plan(cfg, config_name, cfg.plan_world, cfg.plan_gpu_gib * 2**30, dtype, True, print)
-    rank, world, device, dtype, sharded = setup_processes(cfg)
-    master = rank == 0
-    log = print if master else (lambda *a, **k: None)
-    if device.type == "cuda":  # refuse a run that would run out of memory, before loading anything
-        check_plan(cfg, config_name, world, torch.cuda.get_device_properties(device).total_memory, dtype, sharded, log)
-    out_dir = Path(cfg.out_dir)
+# -----------------------------------------------------------------------------
+# the pieces of the main loop
 
+@dataclass
+class RunData:
+    tok: object
+    bounds: Bounds | None
+    dev_rows: list
+    dev_prompts: list
+    examples: dict  # System (1 or 2) -> its (ids, prompt length) examples
+
+    @property
+    def sizes(self):
+        return len(self.examples[1]), len(self.examples[2])
+
+
+def load_data(cfg) -> RunData:
+    """The tokenizer, the bounds, the dev set and both training sets, every file checked as it is read."""
     try:
         tok = load_tokenizer(cfg.model)
         bounds = Bounds.load(cfg.bounds) if cfg.bounds else None
@@ -690,7 +709,7 @@ def main(argv=None):
         raise SystemExit(f"error: {e}") from None
     if cfg.dev and not dev_rows:
         raise SystemExit(f"{cfg.dev}: the dev set is empty")
-    if bounds and cfg.bounds:
+    if bounds:
         sampling = json.loads(Path(cfg.bounds).read_text()).get("sampling")
         mine = {"temperature": cfg.dev_temperature, "top_p": cfg.dev_top_p, "max_new_tokens": cfg.dev_max_new_tokens}
         if sampling is not None and sampling != mine:
@@ -699,98 +718,142 @@ def main(argv=None):
                              f"{mine}; the benefits compare like with like only if they are equal")
     # plain SFT on one set is a static mixture with weight 0 on the other, whose file may then be left out
     weights = (cfg.w_short, 1 - cfg.w_short)
-    data = {k: [] if cfg.mixture == "static" and weights[k - 1] == 0 and not path else
-            load_examples(path, tok, cfg.max_len, f"system{k}") for k, path in ((1, cfg.system1), (2, cfg.system2))}
-    dev_prompts = [prompt_ids(tok, r["problem"]) for r in dev_rows]
-    mixture = Mixture(weights, cfg.eta, cfg.c, static=cfg.mixture == "static")
+    examples = {k: [] if cfg.mixture == "static" and weights[k - 1] == 0 and not path else
+                load_examples(path, tok, cfg.max_len, f"system{k}") for k, path in ((1, cfg.system1), (2, cfg.system2))}
+    return RunData(tok, bounds, dev_rows, [prompt_ids(tok, r["problem"]) for r in dev_rows], examples)
 
-    ckpt, state, master_file = resume_point(cfg, out_dir, rank, world, log)
+
+class MetricsLog:
+    """metrics.jsonl (a line per step and per dev evaluation, appended as they come) and, optionally, wandb."""
+
+    def __init__(self, cfg, out_dir: Path, rows: list, master: bool):
+        self.rows, self.path, self.master, self.wandb = rows, out_dir / "metrics.jsonl", master, None
+        if master:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write(self.path, jsonl_text(rows))  # a resumed run: what its checkpoint had seen
+            if cfg.wandb_project:
+                import wandb
+                self.wandb = wandb
+                wandb.init(project=cfg.wandb_project, name=out_dir.name, config=dataclasses.asdict(cfg))
+
+    def record(self, row: dict):
+        self.rows.append(row)
+        if self.master:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(row) + "\n")
+            if self.wandb:
+                self.wandb.log(row, step=row["step"])
+
+
+def train_step(step, cfg, model, opt, mixture, data: RunData, proc: Processes, out_dir: Path) -> dict:
+    """One optimizer step on global_batch examples drawn by the mixture; a non-finite loss stops before the update."""
+    t0 = time.time()
+    drawn = mixture.draw(step, cfg.global_batch, data.sizes, cfg.seed)
+    examples = [data.examples[system][i] for system, i in drawn]
+    plans = split_and_pack(examples, proc.world, cfg.row_tokens)
+    n_target = sum(completion_tokens(e) for e in examples)
+    loss, grad_norm = forward_backward(model, examples, plans, proc.rank, n_target, cfg.grad_clip, proc.device)
+    if not math.isfinite(loss) or not math.isfinite(grad_norm):
+        last = checkpoints(out_dir)
+        raise SystemExit(f"loss {loss} / grad norm {grad_norm} at step {step}: stopping before the update. "
+                         f"The last good checkpoint is {last[-1] if last else 'none (none was saved yet)'}; "
+                         f"lower lr or check the data, then run again with --resume.")
+    lr = lr_at(cfg, step)
+    for group in opt.param_groups:
+        group["lr"] = lr
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    dt = time.time() - t0
+    return {"step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm, "tokens": sum(len(e[0]) for e in examples),
+            "completion_tokens": n_target, "system1": sum(s == 1 for s, _ in drawn), "w_short": mixture.weights[0],
+            "w_long": mixture.weights[1], "time": dt, "tok_per_s": n_target / dt}
+
+
+def dev_step(step, cfg, model, mixture, data: RunData, proc: Processes) -> dict:
+    """A dev evaluation, and the mixture weights it gives the next eval_interval steps."""
+    t0 = time.time()
+    dev_tokens, dev_acc = dev_evaluation(model, cfg, data, step, proc)
+    e = {"step": step, "dev_tokens": dev_tokens, "dev_acc": dev_acc, "eval_time": time.time() - t0}
+    if data.bounds:
+        e.update(mixture.update(data.bounds, dev_tokens, dev_acc))
+    e["saved"] = step % cfg.save_interval == 0 or step == cfg.max_steps
+    return e
+
+
+def write_choice(metrics: list, bounds: Bounds, out_dir: Path):
+    """chosen.json: the paper's checkpoint choice over this run's dev evaluations."""
+    chosen = choose([x for x in metrics if "dev_acc" in x], bounds.long_acc)
+    if not chosen:
+        print(f"no checkpoint reached 0.7 x the long model's dev accuracy ({0.7 * bounds.long_acc:.3f})")
+        return
+    checkpoint = str(out_dir / f"step_{chosen['step']:06d}")
+    atomic_write(out_dir / "chosen.json", json.dumps({**chosen, "checkpoint": checkpoint}, indent=2))
+    print(f"chosen checkpoint: step {chosen['step']} (dev tokens {chosen['dev_tokens']:.1f}, "
+          f"dev acc {chosen['dev_acc']:.3f} > 0.7 x {bounds.long_acc:.3f})")
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    cfg = load_config(argv)
+    validate(cfg)
+    config_name = " ".join(a for a in argv if not a.startswith("--")) or "defaults"
+    if cfg.plan:  # the plan for the GPUs the recipe targets: FSDP2 with bf16 compute unless dtype says otherwise
+        dtype = torch.bfloat16 if cfg.dtype == "auto" else getattr(torch, cfg.dtype)
+        return check_plan(cfg, config_name, cfg.plan_world, cfg.plan_gpu_gib * 2**30, dtype, True, print)
+
+    # -----------------------------------------------------------------------------
+    # processes, data, mixture
+    proc = setup_processes(cfg)
+    log = print if proc.rank == 0 else (lambda *a, **k: None)
+    if proc.device.type == "cuda":  # refuse a run that would run out of memory, before loading anything
+        gpu_bytes = torch.cuda.get_device_properties(proc.device).total_memory
+        check_plan(cfg, config_name, proc.world, gpu_bytes, proc.dtype, proc.sharded, log)
+    data = load_data(cfg)
+    mixture = Mixture((cfg.w_short, 1 - cfg.w_short), cfg.eta, cfg.c, static=cfg.mixture == "static")
+
+    # -----------------------------------------------------------------------------
+    # model and optimizer: a new run, or the latest checkpoint of this one
+    out_dir = Path(cfg.out_dir)
+    ckpt, state, master_file = resume_point(cfg, out_dir, proc, log)
     # a run's id (kept by a resumed run) marks its checkpoints: pruning (rank 0's) only ever removes its own
     start, state = (state["step"], state) if state else (0, {"metrics": [], "run_id": uuid.uuid4().hex})
     state.setdefault("run_id", "before-run-ids")  # a checkpoint written before run ids
     if ckpt:
         mixture.load_state_dict(state["mixture"])
-    model = build_model(cfg, Path(ckpt or cfg.model), master_file, device, dtype, sharded)
+    model = build_model(cfg, Path(ckpt or cfg.model), master_file, proc)
     model.gradient_checkpointing = cfg.activation_checkpointing
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay)
     if start:
-        load_optimizer(opt, ckpt / "train_state" / shard_file("optimizer", rank, world))
-    metrics = [m for m in state["metrics"] if m["step"] <= start]
-    wandb = None
-    if cfg.wandb_project and master:
-        import wandb
-        wandb.init(project=cfg.wandb_project, name=out_dir.name, config=dataclasses.asdict(cfg))
-    if master:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write(out_dir / "metrics.jsonl", jsonl_text(metrics))
-    sizes = (len(data[1]), len(data[2]))
-    log(attention_summary(device, dtype))
-    log(f"training {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters on {world} process(es); "
-        f"System-1 {sizes[0]} examples, System-2 {sizes[1]}; dev {len(dev_rows)} problems")
+        load_optimizer(opt, ckpt / "train_state" / shard_file("optimizer", proc.rank, proc.world))
+    metrics = MetricsLog(cfg, out_dir, [m for m in state["metrics"] if m["step"] <= start], proc.rank == 0)
+    log(attention_summary(proc.device, proc.dtype))
+    log(f"training {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters on {proc.world} process(es); "
+        f"System-1 {data.sizes[0]} examples, System-2 {data.sizes[1]}; dev {len(data.dev_rows)} problems")
 
-    def record(m):
-        metrics.append(m)
-        if master:
-            with open(out_dir / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(m) + "\n")
-            if wandb:
-                wandb.log(m, step=m["step"])
-
+    # -----------------------------------------------------------------------------
+    # the loop: a step; every eval_interval steps a dev evaluation, which sets the mixture weights of the next
+    # interval; every save_interval steps a checkpoint
     for step in range(start + 1, cfg.max_steps + 1):
-        t0 = time.time()
-        drawn = mixture.draw(step, cfg.global_batch, sizes, cfg.seed)
-        examples = [data[system][i] for system, i in drawn]
-        plans = split_and_pack(examples, world, cfg.row_tokens)
-        n_target = sum(completion_tokens(e) for e in examples)
-        lr = lr_at(cfg, step)
-        loss_value, grad_norm = forward_backward(model, examples, plans, rank, n_target, cfg.grad_clip, device)
-        if not math.isfinite(loss_value) or not math.isfinite(grad_norm):
-            last = checkpoints(out_dir)
-            raise SystemExit(f"loss {loss_value} / grad norm {grad_norm} at step {step}: stopping before the update. "
-                             f"The last good checkpoint is {last[-1] if last else 'none (none was saved yet)'}; "
-                             f"lower lr or check the data, then run again with --resume.")
-        for group in opt.param_groups:
-            group["lr"] = lr
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        dt = time.time() - t0
-        n_tokens = sum(len(e[0]) for e in examples)
-        m = {"step": step, "loss": loss_value, "lr": lr, "grad_norm": grad_norm, "tokens": n_tokens,
-             "completion_tokens": n_target, "system1": sum(s == 1 for s, _ in drawn),
-             "w_short": mixture.weights[0], "w_long": mixture.weights[1], "time": dt, "tok_per_s": n_target / dt}
-        record(m)
-        log(f"step {step}/{cfg.max_steps} | loss {loss_value:.4f} | lr {lr:.2e} | {n_target / dt:.0f} tok/s | "
-            f"w {mixture.weights[0]:.3f}/{mixture.weights[1]:.3f} | {dt:.2f}s", flush=True)
-
-        evaluated = cfg.dev and step % cfg.eval_interval == 0
-        if evaluated:
-            t1 = time.time()
-            dev_tokens, dev_acc = dev_evaluation(model, cfg, tok, dev_rows, dev_prompts, step, device, dtype, sharded)
-            e = {"step": step, "dev_tokens": dev_tokens, "dev_acc": dev_acc, "eval_time": time.time() - t1}
-            if bounds:
-                e.update(mixture.update(bounds, dev_tokens, dev_acc))  # the weights for the next interval
-            e["saved"] = step % cfg.save_interval == 0 or step == cfg.max_steps
-            record(e)
-            log(f"eval step {step} | dev tokens {dev_tokens:.1f} | dev acc {dev_acc:.3f} | "
+        m = train_step(step, cfg, model, opt, mixture, data, proc, out_dir)
+        metrics.record(m)
+        log(f"step {step}/{cfg.max_steps} | loss {m['loss']:.4f} | lr {m['lr']:.2e} | {m['tok_per_s']:.0f} tok/s | "
+            f"w {m['w_short']:.3f}/{m['w_long']:.3f} | {m['time']:.2f}s", flush=True)
+        if cfg.dev and step % cfg.eval_interval == 0:
+            e = dev_step(step, cfg, model, mixture, data, proc)
+            metrics.record(e)
+            log(f"eval step {step} | dev tokens {e['dev_tokens']:.1f} | dev acc {e['dev_acc']:.3f} | "
                 f"w {mixture.weights[0]:.3f}/{mixture.weights[1]:.3f} | {e['eval_time']:.1f}s", flush=True)
         if step % cfg.save_interval == 0 or step == cfg.max_steps:
-            evals = [x for x in metrics if "dev_acc" in x]
-            chosen = choose(evals, bounds.long_acc) if bounds else None
-            path = save_checkpoint(model, opt, cfg, {"step": step, "config": dataclasses.asdict(cfg),
-                                                     "mixture": mixture.state_dict(), "metrics": metrics,
-                                                     "run_id": state["run_id"]},
-                                   out_dir, step, chosen and chosen["step"], sharded)
-            log(f"saved {path}")
+            chosen = choose([x for x in metrics.rows if "dev_acc" in x], data.bounds.long_acc) if data.bounds else None
+            state = {"step": step, "config": dataclasses.asdict(cfg), "mixture": mixture.state_dict(),
+                     "metrics": metrics.rows, "run_id": state["run_id"]}
+            log(f"saved {save_checkpoint(model, opt, cfg, state, out_dir, step, chosen and chosen['step'], proc)}")
 
-    if bounds and master:
-        chosen = choose([x for x in metrics if "dev_acc" in x], bounds.long_acc)
-        if chosen:
-            atomic_write(out_dir / "chosen.json", json.dumps({**chosen, "checkpoint": str(out_dir / f"step_{chosen['step']:06d}")}, indent=2))
-            log(f"chosen checkpoint: step {chosen['step']} (dev tokens {chosen['dev_tokens']:.1f}, "
-                f"dev acc {chosen['dev_acc']:.3f} > 0.7 x {bounds.long_acc:.3f})")
-        else:
-            log(f"no checkpoint reached 0.7 x the long model's dev accuracy ({0.7 * bounds.long_acc:.3f})")
-    if sharded:
+    # -----------------------------------------------------------------------------
+    # the paper's checkpoint choice
+    if data.bounds and proc.rank == 0:
+        write_choice(metrics.rows, data.bounds, out_dir)
+    if proc.sharded:
         dist.destroy_process_group()
 
 

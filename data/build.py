@@ -23,7 +23,6 @@ model that does not think (no <think> token) answers directly; its answer become
 the boxed final answer, so System-1 examples have the shape of R1's answers, only brief.
 """
 
-import argparse
 import json
 import random
 import sys
@@ -33,7 +32,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common import PROBLEM_TYPES, atomic_write, check_settings, jsonl_text, read_jsonl  # noqa: E402
+from common import PROBLEM_TYPES, ArgumentParser, atomic_write, check_settings, jsonl_text, read_jsonl  # noqa: E402
 from grade import grade_responses  # noqa: E402
 from model import Transformer, attention_summary  # noqa: E402
 from ratio import Bounds  # noqa: E402
@@ -145,7 +144,7 @@ def build_bounds(args, problems, out):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__)
     p.add_argument("stage", choices=["system1", "system2", "bounds", "dev"])
     p.add_argument("--model", help="the model that answers (system1: the short model, system2: the long one)")
     p.add_argument("--short", help="bounds: the short model M_S")

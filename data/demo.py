@@ -2,7 +2,7 @@
 The synthetic task of `make demo`: sums of one-digit numbers with easy and hard problems, written in the
 files and chat format of the real recipe, plus a character-level tokenizer in the Hugging Face format.
 
-    python data/demo.py --out out/demo/data --seed 0
+    python data/demo.py --out_dir out/demo/data --seed 0
 
 Problems. An easy problem is one addition or subtraction, "What is 7-3?". A hard problem is a chain of
 5 or 6 one-digit numbers, "What is 7+1-6-2+9?", whose running total stays within 0..9 and in which no
@@ -57,7 +57,6 @@ problems cannot be held out: there are only 81 of them (like a times table), all
 Everything is a pure function of --seed.
 """
 
-import argparse
 import random
 import string
 import sys
@@ -67,7 +66,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tiny  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common import at_least, atomic_write, between, check_settings, jsonl_text  # noqa: E402
+from common import ArgumentParser, at_least, atomic_write, between, check_settings, jsonl_text  # noqa: E402
 
 MAX_TOTAL = 9                           # answers and running totals stay within 0..MAX_TOTAL
 HARD_TERMS = (5, 6)                     # numbers in a hard problem
@@ -145,23 +144,35 @@ def long_response(terms, rng: random.Random) -> str:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", required=True, help="output directory of the data")
+    p = ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out_dir", required=True, help="output directory of the data")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--system2_seed", type=int, default=20000, help="long traces to train the long model")
     p.add_argument("--short_seed", type=int, default=20000, help="one-line answers to train the short model")
     p.add_argument("--s2_problems", type=int, default=256, help="hard problems to sample the long model on")
-    p.add_argument("--dev", type=int, default=128, help="hard dev problems")
+    p.add_argument("--dev_problems", type=int, default=128, help="hard dev problems")
     p.add_argument("--test_easy", type=int, default=64)
     p.add_argument("--test_hard", type=int, default=256)
     args = p.parse_args(argv)
     check_settings(vars(args), {"seed": at_least(0), "test_easy": between(1, len(easy_problems())),
-                                **{k: at_least(1) for k in ("system2_seed", "short_seed", "s2_problems", "dev",
+                                **{k: at_least(1) for k in ("system2_seed", "short_seed", "s2_problems", "dev_problems",
                                                             "test_hard")}})
-
-    rng = random.Random(args.seed)
-    out = Path(args.out)
+    out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    for name, rows in make_sets(args).items():
+        atomic_write(out / f"{name}.jsonl", jsonl_text(rows))
+        print(f"{out / name}.jsonl: {len(rows)} rows")
+    tok = tiny.make_tokenizer(ALPHABET)
+    # prompts without R1's instruction sentence (sample.prompt_text reads this): a tiny model learns nothing from
+    # it, and it would make the examples 1.6-2.7x longer
+    tok.init_kwargs["prompt_instruction"] = ""
+    tok.save_pretrained(out / "tokenizer")
+    print(f"{out / 'tokenizer'}: {len(tok)} tokens")
+
+
+def make_sets(args) -> dict:
+    """Every data set of the demo, a pure function of args.seed: {file name: rows}."""
+    rng = random.Random(args.seed)
     easy = easy_problems()
     held_out = set()
 
@@ -188,7 +199,7 @@ def main(argv=None):
     test = eval_rows("test-easy", rng.sample(easy, args.test_easy), "easy") + \
         eval_rows("test-hard", [fresh_hard() for _ in range(args.test_hard)], "hard")
     rng.shuffle(test)
-    dev = eval_rows("dev", [fresh_hard() for _ in range(args.dev)], "hard")
+    dev = eval_rows("dev", [fresh_hard() for _ in range(args.dev_problems)], "hard")
     s2 = eval_rows("s2", [fresh_hard() for _ in range(args.s2_problems)], "hard")
 
     system1 = train_rows("s1", easy, short_response)
@@ -197,17 +208,8 @@ def main(argv=None):
     system2_seed = train_rows("long", long_problems, lambda t: long_response(t, rng))
     short_problems = [fresh_hard() if i % 2 else rng.choice(easy) for i in range(args.short_seed)]
     short_seed = train_rows("short", short_problems, short_response)
-
-    for name, rows in [("system1", system1), ("system2_seed", system2_seed), ("short_seed", short_seed),
-                       ("s2_problems", s2), ("dev", dev), ("test", test)]:
-        atomic_write(out / f"{name}.jsonl", jsonl_text(rows))
-        print(f"{out / name}.jsonl: {len(rows)} rows")
-    tok = tiny.make_tokenizer(ALPHABET)
-    # prompts without R1's instruction sentence (sample.prompt_text reads this): a tiny model learns nothing from
-    # it, and it would make the examples 1.6-2.7x longer
-    tok.init_kwargs["prompt_instruction"] = ""
-    tok.save_pretrained(out / "tokenizer")
-    print(f"{out / 'tokenizer'}: {len(tok)} tokens")
+    return {"system1": system1, "system2_seed": system2_seed, "short_seed": short_seed, "s2_problems": s2,
+            "dev": dev, "test": test}
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@ Download the math benchmarks from the Hugging Face Hub and write them as JSON Li
 line with "id", "problem", "answer" (and "solution", "subject", "level" where the source has them):
 
     python data/prepare.py                          # every set into data/bench/
-    python data/prepare.py --only gsm8k_test,math500 --out data/bench
+    python data/prepare.py --only gsm8k_test,math500 --out_dir data/bench
 
 | file                 | source on the Hub                                               |
 | -------------------- | --------------------------------------------------------------- |
@@ -27,7 +27,6 @@ was checked against (CHECKSUMS below); a file that differs is still written, wit
 Hub copy has then changed since. Needs network access to the Hub and pyarrow for the parquet sources.
 """
 
-import argparse
 import csv
 import hashlib
 import re
@@ -35,7 +34,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common import atomic_write, jsonl_text, read_jsonl  # noqa: E402  (an interrupted run never leaves a half-written file)
+from common import ArgumentParser, atomic_write, jsonl_text, read_jsonl  # noqa: E402
 
 OUT_DIR = Path(__file__).resolve().parent / "bench"
 
@@ -150,7 +149,7 @@ def download(repo, filename, out_dir):
                  f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'no details'}).\n"
                  f"data/prepare.py needs network access to huggingface.co. Offline, put the JSON Lines files "
                  f"(fields id, problem, answer) into {out_dir}/ by other means, or pass evaluate.py "
-                 f"--data-dir to where they are.")
+                 f"--data_dir to where they are.")
 
 
 def read_rows(path):
@@ -179,15 +178,15 @@ def record_checksum(out_dir, name, digest):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default=str(OUT_DIR), help="output directory (default data/bench)")
+    p = ArgumentParser(description=__doc__)
+    p.add_argument("--out_dir", default=str(OUT_DIR), help="output directory (default data/bench)")
     p.add_argument("--only", help=f"comma-separated subset of: {', '.join(SOURCES)}")
     args = p.parse_args(argv)
     names = [s.strip() for s in args.only.split(",")] if args.only else list(SOURCES)
     unknown = [s for s in names if s not in SOURCES]
     if unknown:
         sys.exit(f"error: unknown set(s) {', '.join(unknown)}; choose from {', '.join(SOURCES)}")
-    out_dir = Path(args.out)
+    out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in names:
         repo, filename, expected = SOURCES[name]

@@ -3,7 +3,7 @@ Tiny stand-ins for the real models, made locally (nothing is downloaded): a byte
 the R1 chat format, and random Qwen2 / Llama / Qwen3 checkpoints saved by transformers. Tests, the demo
 and `make reproduce-tiny` use them.
 
-    python data/tiny.py --out out/tiny-qwen2 --family qwen2 --seed 0
+    python data/tiny.py --out_dir out/tiny-qwen2 --family qwen2 --seed 0
     python data/tiny.py --answer_key fit.jsonl --problems a.jsonl,b.jsonl --style long --every 3
 
 A random model answers nothing correctly, so every stage of `make reproduce-tiny` that keeps correct
@@ -13,7 +13,6 @@ answers the easy problems (and one dev problem in three) at once. Their accuracy
 gives the chain real correct and wrong answers to work with.
 """
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -95,9 +94,11 @@ def answer_key(problem_files, out, style, every):
 
 
 if __name__ == "__main__":
-    p = argparse.ArgumentParser(description="save a tiny random model (with a byte-level R1-format tokenizer, "
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from common import ArgumentParser, at_least, check_settings
+    p = ArgumentParser(description="save a tiny random model (with a byte-level R1-format tokenizer, "
                                             "or the one in --tokenizer), or write an answer key to fit one to")
-    p.add_argument("--out")
+    p.add_argument("--out_dir", help="where to save the model")
     p.add_argument("--answer_key", help="instead: write the answer key (JSON Lines) of --problems here")
     p.add_argument("--problems", help="answer key: comma-separated JSON Lines files of problems with answers")
     p.add_argument("--style", choices=["long", "short"], default="long")
@@ -112,8 +113,6 @@ if __name__ == "__main__":
     p.add_argument("--context", type=int, default=1024)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from common import at_least, check_settings
     check_settings(vars(args), {k: at_least(1) for k in ("every", "hidden", "layers", "heads", "kv_heads",
                                                           "intermediate", "context")} | {"seed": at_least(0)})
     if args.answer_key:
@@ -123,12 +122,12 @@ if __name__ == "__main__":
             sys.exit(f"error: {e}")
         print(f"{args.answer_key}: {len(rows)} {args.style} answers")
         sys.exit()
-    if not args.out:
-        p.error("--out is required")
+    if not args.out_dir:
+        p.error("--out_dir is required")
     tokenizer = None
     if args.tokenizer:
         from transformers import AutoTokenizer
         tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
-    print(make_model(args.out, args.family, tokenizer=tokenizer, hidden=args.hidden, layers=args.layers,
+    print(make_model(args.out_dir, args.family, tokenizer=tokenizer, hidden=args.hidden, layers=args.layers,
                      heads=args.heads, kv_heads=args.kv_heads, intermediate=args.intermediate, context=args.context,
                      seed=args.seed))

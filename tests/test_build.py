@@ -23,13 +23,15 @@ def test_system2_keeps_the_shortest_correct_answer_and_counts_misses(tmp_path, c
 
 def test_a_short_model_answer_gets_the_r1_shape():
     r = {"response": "2 + 2 = 4.\nSo the answer is \\boxed{4}.", "pred": "4"}
-    assert build.as_r1_response(r) == "2 + 2 = 4.\nSo the answer is \\boxed{4}.\n</think>\n\nThe final answer is $\\boxed{4}$."
+    assert build.as_r1_response(r) == \
+        "2 + 2 = 4.\nSo the answer is \\boxed{4}.\n</think>\n\nThe final answer is $\\boxed{4}$."
     assert build.as_r1_response({"response": "a</think>\n\n\\boxed{4}", "pred": "4"}) == "a</think>\n\n\\boxed{4}"
 
 
 def test_no_correct_answer_at_all_writes_nothing(tiny_models, tmp_path):
     problems = tmp_path / "p.jsonl"
-    problems.write_text("".join(json.dumps({"id": i, "problem": f"{i}+1", "answer": str(i + 1)}) + "\n" for i in range(3)))
+    problems.write_text("".join(json.dumps({"id": i, "problem": f"{i}+1", "answer": str(i + 1)}) + "\n"
+                                for i in range(3)))
     out = tmp_path / "s2.jsonl"
     argv = ["system2", "--model", str(tiny_models["qwen2"]), "--problems", str(problems), "--out", str(out),
             "--samples", "2", "--max_new_tokens", "6"]
@@ -56,7 +58,8 @@ def test_bounds_that_cannot_drive_tldr_are_refused(tiny_models, tmp_path):
 def test_missing_model_and_bad_problems(tmp_path):
     (tmp_path / "p.jsonl").write_text('{"id": 0, "problem": "1+1"}\n')
     with pytest.raises(SystemExit, match="p.jsonl:1: missing field\\(s\\) answer"):
-        build.main(["system1", "--model", "x", "--problems", str(tmp_path / "p.jsonl"), "--out", str(tmp_path / "o.jsonl")])
+        build.main(["system1", "--model", "x", "--problems", str(tmp_path / "p.jsonl"),
+                    "--out", str(tmp_path / "o.jsonl")])
     (tmp_path / "p.jsonl").write_text('{"id": 0, "problem": "1+1", "answer": "2"}\n')
     with pytest.raises(SystemExit, match="nothing: no such model directory"):
         build.main(["system1", "--model", str(tmp_path / "nothing"), "--problems", str(tmp_path / "p.jsonl"),
@@ -65,13 +68,16 @@ def test_missing_model_and_bad_problems(tmp_path):
 
 def test_dev_is_a_seeded_draw_in_source_order(tmp_path):
     src = tmp_path / "pool.jsonl"
-    src.write_text("".join(json.dumps({"id": f"q{i}", "problem": f"Q{i}?", "answer": str(i)}) + "\n" for i in range(30)))
+    src.write_text("".join(json.dumps({"id": f"q{i}", "problem": f"Q{i}?", "answer": str(i)}) + "\n"
+                           for i in range(30)))
     build.main(["dev", "--problems", str(src), "--size", "10", "--out", str(tmp_path / "a.jsonl")])
     build.main(["dev", "--problems", str(src), "--size", "10", "--out", str(tmp_path / "b.jsonl")])
     build.main(["dev", "--problems", str(src), "--size", "10", "--seed", "1", "--out", str(tmp_path / "c.jsonl")])
     a = [json.loads(line) for line in (tmp_path / "a.jsonl").read_text().splitlines()]
-    assert (tmp_path / "a.jsonl").read_text() == (tmp_path / "b.jsonl").read_text() != (tmp_path / "c.jsonl").read_text()
+    a_text, b_text, c_text = ((tmp_path / f"{n}.jsonl").read_text() for n in "abc")
+    assert a_text == b_text != c_text
     ids = [int(r["id"][1:]) for r in a]
-    assert len(ids) == 10 and ids == sorted(set(ids)) and a[0] == {"id": f"q{ids[0]}", "problem": f"Q{ids[0]}?", "answer": str(ids[0])}
+    assert len(ids) == 10 and ids == sorted(set(ids))
+    assert a[0] == {"id": f"q{ids[0]}", "problem": f"Q{ids[0]}?", "answer": str(ids[0])}
     with pytest.raises(SystemExit, match="--size 31: .* has 30 problems"):
         build.main(["dev", "--problems", str(src), "--size", "31", "--out", str(tmp_path / "d.jsonl")])

@@ -16,7 +16,8 @@ import demo
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = {
-    "DATA_FLAGS": "--system2_seed 2000 --short_seed 500 --s2_problems 16 --dev 64 --test_easy 8 --test_hard 16",
+    "DATA_FLAGS": "--system2_seed 2000 --short_seed 500 --s2_problems 16 --dev_problems 64 --test_easy 8 "
+                  "--test_hard 16",
     "MODEL_FLAGS": "--hidden 64 --layers 2 --heads 4 --kv_heads 2 --intermediate 128",
     "LONG_FLAGS": "--max_steps=150 --save_interval=150 --global_batch=16 --lr=1e-2 --min_lr=1e-3 --warmup_steps=10",
     "SHORT_FLAGS": "--max_steps=20 --save_interval=20 --global_batch=16 --lr=1e-2 --min_lr=1e-3 --warmup_steps=5",
@@ -53,7 +54,8 @@ def test_demo_chain_with_small_settings(tmp_path):
     assert s2 and all({"id", "problem", "response"} <= set(r) and "</think>" in r["response"] for r in s2)
     # both fine-tunes evaluated the dev set every 3 steps; TLDR moved its weights, static did not
     for run in ("tldr", "static"):
-        evals = [json.loads(line) for line in (out / run / "metrics.jsonl").read_text().splitlines() if "dev_acc" in line]
+        lines = (out / run / "metrics.jsonl").read_text().splitlines()
+        evals = [json.loads(line) for line in lines if "dev_acc" in line]
         assert [e["step"] for e in evals] == [3, 6]
     weights = [json.loads(line)["w_short"] for line in (out / "tldr" / "metrics.jsonl").read_text().splitlines()
                if "loss" in line]
@@ -74,8 +76,8 @@ def test_demo_chain_with_small_settings(tmp_path):
 
 
 def test_demo_problems_are_checkable_and_held_out(tmp_path):
-    demo.main(["--out", str(tmp_path), "--seed", "3", "--system2_seed", "200", "--short_seed", "200",
-               "--s2_problems", "20", "--dev", "20", "--test_easy", "5", "--test_hard", "20"])
+    demo.main(["--out_dir", str(tmp_path), "--seed", "3", "--system2_seed", "200", "--short_seed", "200",
+               "--s2_problems", "20", "--dev_problems", "20", "--test_easy", "5", "--test_hard", "20"])
     rows = {n: [json.loads(line) for line in (tmp_path / f"{n}.jsonl").read_text().splitlines()]
             for n in ("system1", "system2_seed", "short_seed", "s2_problems", "dev", "test")}
     for r in rows["dev"] + rows["test"] + rows["s2_problems"]:

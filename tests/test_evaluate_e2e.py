@@ -19,7 +19,8 @@ def bench_dir(tmp_path):
     d.mkdir()
     rows = {"gsm8k": [{"id": f"gsm8k-{i}", "problem": f"Tom has {i} apples and buys 3 more. How many?",
                        "answer": str(i + 3)} for i in range(4)],
-            "math500": [{"id": f"math500-{i}", "problem": f"Compute $\\frac{{{i}}}{{2}}$.", "answer": f"\\frac{{{i}}}{{2}}",
+            "math500": [{"id": f"math500-{i}", "problem": f"Compute $\\frac{{{i}}}{{2}}$.",
+                         "answer": f"\\frac{{{i}}}{{2}}",
                          "level": i % 5 + 1} for i in range(4)]}
     for bench, rs in rows.items():
         (d / E.BENCHMARKS[bench]).write_text("".join(json.dumps(r) + "\n" for r in rs))
@@ -28,8 +29,8 @@ def bench_dir(tmp_path):
 
 def test_evaluate_end_to_end(tiny_models, bench_dir, tmp_path):
     model, out = tiny_models["qwen2"], tmp_path / "eval"
-    args = ["--model", str(model), "--bench", "gsm8k,math500", "--data-dir", str(bench_dir), "--limit", "3",
-            "--samples", "2", "--max-new-tokens", "8", "--batch-size", "4", "--out-dir", str(out)]
+    args = ["--model", str(model), "--bench", "gsm8k,math500", "--data_dir", str(bench_dir), "--limit", "3",
+            "--samples", "2", "--max_new_tokens", "8", "--batch_size", "4", "--out_dir", str(out)]
     summary = E.main(args)
 
     saved = json.loads((out / "summary.json").read_text())
@@ -65,5 +66,5 @@ def test_evaluate_end_to_end(tiny_models, bench_dir, tmp_path):
 
     # responses made with other settings are not mixed in
     with pytest.raises(SystemExit) as e:
-        E.main(args[:-2] + ["--out-dir", str(out), "--temperature", "0.5"])
+        E.main(args[:-2] + ["--out_dir", str(out), "--temperature", "0.5"])
     assert "made otherwise (sampling.temperature: 0.7 -> 0.5)" in str(e.value)

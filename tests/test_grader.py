@@ -168,9 +168,11 @@ def test_disagreement_classes_under_both_rule_sets(response, gold, cut, strict, 
 
 
 @pytest.mark.parametrize("raw, normalized", [
-    ("1,000", "0,1"), ("3,1,2", "1,2,3"), ("025", "25"), ("\\frac12", "\\frac{1}{2}"), ("\\dfrac{3}{4}", "\\frac{3}{4}"),
+    ("1,000", "0,1"), ("3,1,2", "1,2,3"), ("025", "25"), ("\\frac12", "\\frac{1}{2}"),
+    ("\\dfrac{3}{4}", "\\frac{3}{4}"),
     ("3/4", "\\frac{3}{4}"), ("\\text{two}", "2"), ("5\\text{ cm}", "5"), ("x = 5", "5"), ("18.00", "18"),
-    ("90^\\circ", "90"), ("\\$18", "18"), ("50\\%", "50"), ("\\left( 3, \\frac{\\pi}{2} \\right)", "(3,\\frac{\\pi}{2})"),
+    ("90^\\circ", "90"), ("\\$18", "18"), ("50\\%", "50"),
+    ("\\left( 3, \\frac{\\pi}{2} \\right)", "(3,\\frac{\\pi}{2})"),
     ("\\sqrt2", "\\sqrt{2}"), (".5", "0.5"), ("\\text{Evelyn}", "Evelyn"),
 ])
 def test_paper_rules_normalize_as_skythought_does(raw, normalized):
@@ -254,7 +256,8 @@ def test_bench_metrics_counts_missing_samples_as_wrong():
         {"id": "a", "sample": 0, "correct": True, "tokens": 10, "finish": "stop", "error": None, "correct_paper": True},
         {"id": "a", "sample": 1, "correct": False, "tokens": 30, "finish": "length", "error": "timeout",
          "correct_paper": True},
-        {"id": "b", "sample": 0, "correct": True, "tokens": 20, "finish": "stop", "error": None, "correct_paper": False},
+        {"id": "b", "sample": 0, "correct": True, "tokens": 20, "finish": "stop", "error": None,
+         "correct_paper": False},
     ]
     m = E.bench_metrics(problems, responses, n=2)
     assert m["accuracy"] == 0.5 and m["accuracy_paper"] == 0.5 and m["missing"] == 1
@@ -331,14 +334,15 @@ def test_unknown_benchmark_is_an_error_before_loading_anything(tmp_path):
     ('{"id": 1, "problem": "1+1?", "answer": "2"}\n{"id": 2, "problem": "2+2?"}\n',
      "gsm8k_test.jsonl:2: missing field(s) answer"),
     ("", "gsm8k_test.jsonl has no problems"),
-    ('{"id": 1, "problem": "1+1?", "answer": null}\n', "gsm8k_test.jsonl:1: 'answer' must be a string or a number, got null"),
+    ('{"id": 1, "problem": "1+1?", "answer": null}\n',
+     "gsm8k_test.jsonl:1: 'answer' must be a string or a number, got null"),
     (None, "gsm8k_test.jsonl not found; run `python data/prepare.py` first"),
 ])
 def test_bad_benchmark_files_are_errors_before_loading_anything(tmp_path, content, message):
     if content is not None:
         (tmp_path / "gsm8k_test.jsonl").write_text(content)
     with pytest.raises(SystemExit) as e:
-        E.main(["--model", str(tmp_path), "--bench", "gsm8k", "--data-dir", str(tmp_path)])
+        E.main(["--model", str(tmp_path), "--bench", "gsm8k", "--data_dir", str(tmp_path)])
     assert message in str(e.value)
 
 

@@ -26,7 +26,8 @@ def test_build_samples_the_same_bytes_on_two_processes(tiny_models, tmp_path):
     for processes in (1, 2):
         out = tmp_path / f"run{processes}" / "system2.jsonl"
         p = run(["data/build.py", "system2", "--model", str(tiny_models["qwen2"]), "--problems", str(problems),
-                 "--out", str(out), "--samples", "3", "--temperature", "0.8", "--max_new_tokens", "12"], processes, 29741)
+                 "--out", str(out), "--samples", "3", "--temperature", "0.8", "--max_new_tokens", "12"],
+                processes, 29741)
         # a random model answers nothing correctly: the stage stops there, after its samples are complete
         assert p.returncode == 1 and "no problem got a correct answer (7 problems)" in p.stderr, p.stderr[-2000:]
         samples = out.with_suffix(".samples.jsonl")
@@ -45,7 +46,7 @@ def test_evaluate_writes_the_same_bytes_on_two_processes(tiny_models, tmp_path):
     for processes in (1, 2):
         out = tmp_path / f"eval{processes}"
         p = run(["evaluate.py", "--model", str(tiny_models["qwen2"]), "--bench", str(bench), "--samples", "2",
-                 "--max-new-tokens", "10", "--out-dir", str(out)], processes, 29743)
+                 "--max_new_tokens", "10", "--out_dir", str(out)], processes, 29743)
         assert p.returncode == 0, p.stderr[-2000:]
         files[processes] = {f.name: f.read_bytes() for f in out.iterdir()}
     assert sorted(files[1]) == ["mini.jsonl", "mini.settings.json", "summary.json", "summary.md"]

@@ -57,12 +57,13 @@ def test_main_writes_our_schema(tmp_path, monkeypatch):
     (src / "aime.csv").write_text("ID,Year,Problem Number,Question,Answer,Part\n1985-1,1985,1,Q?,32,\n")
     files = {"test.jsonl": src / "test.jsonl", "AIME_Dataset_1983_2024.csv": src / "aime.csv"}
     monkeypatch.setattr(prepare, "download", lambda repo, filename, out_dir: files[filename])
-    prepare.main(["--out", str(tmp_path / "bench"), "--only", "math500,aime_1983_2023"])
+    prepare.main(["--out_dir", str(tmp_path / "bench"), "--only", "math500,aime_1983_2023"])
     math = [json.loads(line) for line in (tmp_path / "bench" / "math500.jsonl").read_text().splitlines()]
     dev = [json.loads(line) for line in (tmp_path / "bench" / "aime_1983_2023.jsonl").read_text().splitlines()]
     assert math[0]["id"] == "test/algebra/1.json" and {"id", "problem", "answer"} <= set(math[0])
     assert dev == [{"id": "aime-dev-0", "problem": "Q?", "answer": "32", "source": "AIME 1983-2023 (the TLDR dev set)"}]
-    assert sorted(os.listdir(tmp_path / "bench")) == ["SHA256SUMS", "aime_1983_2023.jsonl", "math500.jsonl"]  # no temp files
+    # no temporary files left
+    assert sorted(os.listdir(tmp_path / "bench")) == ["SHA256SUMS", "aime_1983_2023.jsonl", "math500.jsonl"]
 
 
 def test_parquet_sources_are_read_when_pyarrow_is_there(tmp_path):
@@ -74,7 +75,7 @@ def test_parquet_sources_are_read_when_pyarrow_is_there(tmp_path):
 
 def test_offline_fails_with_a_clear_message(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}  # no network, empty cache
-    p = subprocess.run([sys.executable, prepare.__file__, "--out", str(tmp_path / "bench"),
+    p = subprocess.run([sys.executable, prepare.__file__, "--out_dir", str(tmp_path / "bench"),
                         "--only", "math500"], env=env, capture_output=True, text=True, timeout=120)
     assert p.returncode == 1
     assert "could not download test.jsonl of the dataset HuggingFaceH4/MATH-500" in p.stderr
@@ -90,11 +91,13 @@ def test_unknown_set_is_an_error():
 
 def test_s1k_answers_and_problems_without_one():
     rows = [{"question": "Find n.", "solution": "Hence $n = \\boxed{128}$.", "source_type": "qq8933/AIME_1983_2024"},
-            {"question": "Prove it.", "solution": "Suppose not.\nThen ...", "source_type": "AI-MO/NuminaMath-CoT/olympiads"},
+            {"question": "Prove it.", "solution": "Suppose not.\nThen ...",
+             "source_type": "AI-MO/NuminaMath-CoT/olympiads"},
             {"question": "Value?", "solution": "$\\frac{1}{2}$", "source_type": "daman1209arora/jeebench/math"}]
     assert prepare.s1k_rows(rows) == [
         {"id": "s1k-0", "problem": "Find n.", "answer": "128", "source": "simplescaling/s1K (qq8933/AIME_1983_2024)"},
-        {"id": "s1k-2", "problem": "Value?", "answer": "\\frac{1}{2}", "source": "simplescaling/s1K (daman1209arora/jeebench/math)"}]
+        {"id": "s1k-2", "problem": "Value?", "answer": "\\frac{1}{2}",
+         "source": "simplescaling/s1K (daman1209arora/jeebench/math)"}]
 
 
 def test_pinned_checksums_are_those_of_the_reference_copies(shared_data):
@@ -110,7 +113,8 @@ def test_conversion_reproduces_the_reference_copies_byte_for_byte(shared_data, t
     ref = {n: [json.loads(line) for line in (shared_data / f"{n}.jsonl").read_text().splitlines()]
            for n in ("gsm8k_test", "math500", "aime_1983_2023")}
     gsm = tmp_path / "gsm.jsonl"
-    gsm.write_text("".join(json.dumps({"question": r["problem"], "answer": f"{r['solution']}\n#### {r['answer']}"}) + "\n"
+    gsm.write_text("".join(json.dumps({"question": r["problem"],
+                                       "answer": f"{r['solution']}\n#### {r['answer']}"}) + "\n"
                            for r in ref["gsm8k_test"]))
     math = tmp_path / "math.jsonl"
     math.write_text("".join(json.dumps({"problem": r["problem"], "solution": r["solution"], "answer": r["answer"],
@@ -124,7 +128,7 @@ def test_conversion_reproduces_the_reference_copies_byte_for_byte(shared_data, t
     files = {"main/test-00000-of-00001.parquet": gsm, "test.jsonl": math, "AIME_Dataset_1983_2024.csv": aime}
     monkeypatch.setattr(prepare, "download", lambda repo, filename, out_dir: files[filename])
     out = tmp_path / "bench"
-    prepare.main(["--out", str(out), "--only", "gsm8k_test,math500,aime_1983_2023"])
+    prepare.main(["--out_dir", str(out), "--only", "gsm8k_test,math500,aime_1983_2023"])
     for n in ref:
         assert (out / f"{n}.jsonl").read_bytes() == (shared_data / f"{n}.jsonl").read_bytes(), n
     p = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=out, capture_output=True, text=True)

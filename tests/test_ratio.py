@@ -1,6 +1,5 @@
 import json
 import math
-import os
 from collections import Counter
 
 import pytest

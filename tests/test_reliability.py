@@ -49,12 +49,13 @@ def work(tiny_models, tmp_path_factory):
                                        for i in range(4)])
     sample.main(["--model", str(model), "--prompts", str(d / "problems.jsonl"), "--out", str(d / "out.jsonl"),
                  "--samples", "2", "--max_new_tokens", "6", "--temperature", "0.7"])
-    write_jsonl(d / "s1.jsonl", [{"problem": f"{a}+1", "response": f"</think>\n\n\\boxed{{{a + 1}}}"} for a in range(8)])
+    write_jsonl(d / "s1.jsonl", [{"problem": f"{a}+1", "response": f"</think>\n\n\\boxed{{{a + 1}}}"}
+                                 for a in range(8)])
     (d / "bounds.json").write_text(Bounds(10, 0.1, 40, 0.6).to_json(
         sampling={"temperature": 0.7, "top_p": 1.0, "max_new_tokens": 6}))
     train.main(train_args(model, d, max_steps=2, save_interval=2))
     evaluate.main(["--model", str(model), "--bench", str(d / "problems.jsonl"), "--samples", "1",
-                   "--max-new-tokens", "6", "--out-dir", str(d / "eval")])
+                   "--max_new_tokens", "6", "--out_dir", str(d / "eval")])
     return d, model
 
 
@@ -98,12 +99,12 @@ def test_build_refuses_bad_settings(work, flag, value, message):
 
 
 @pytest.mark.parametrize("flag, value, message", [
-    ("--temperature", "-1", "temperature=-1.0"), ("--top-p", "2", "top_p=2.0"), ("--top-p", "nan", "top_p=nan"),
+    ("--temperature", "-1", "temperature=-1.0"), ("--top_p", "2", "top_p=2.0"), ("--top_p", "nan", "top_p=nan"),
     ("--seed", "-3", "seed=-3: must be at least 0"),
 ])
 def test_evaluate_refuses_bad_settings(work, flag, value, message):
     d, model = work
-    refused(evaluate.main, ["--model", model, "--bench", d / "problems.jsonl", "--out-dir", d / "eval", flag, value],
+    refused(evaluate.main, ["--model", model, "--bench", d / "problems.jsonl", "--out_dir", d / "eval", flag, value],
             message, d)
 
 
@@ -129,8 +130,8 @@ def test_train_refuses_a_bad_setting_in_a_config_file(work, tmp_path):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--out", "x", "--test_easy", "100"], "test_easy=100: must be between 1 and 81"),
-    (["--out", "x", "--dev", "0"], "dev=0: must be at least 1"),
+    (["--out_dir", "x", "--test_easy", "100"], "test_easy=100: must be between 1 and 81"),
+    (["--out_dir", "x", "--dev_problems", "0"], "dev_problems=0: must be at least 1"),
 ])
 def test_demo_data_refuses_bad_settings(argv, message):
     with pytest.raises(SystemExit, match=message):
@@ -138,7 +139,7 @@ def test_demo_data_refuses_bad_settings(argv, message):
 
 
 def test_tiny_refuses_bad_settings(tmp_path):
-    p = subprocess.run([sys.executable, "data/tiny.py", "--out", str(tmp_path / "m"), "--layers", "0"], cwd=ROOT,
+    p = subprocess.run([sys.executable, "data/tiny.py", "--out_dir", str(tmp_path / "m"), "--layers", "0"], cwd=ROOT,
                        capture_output=True, text=True)
     assert p.returncode == 1 and "layers=0: must be at least 1" in p.stderr and "Traceback" not in p.stderr
     assert not (tmp_path / "m").exists()
@@ -148,7 +149,17 @@ def test_grade_refuses_bad_settings(work, tmp_path):
     d, _ = work
     p = subprocess.run([sys.executable, "grade.py", str(d / "out.jsonl"), "--workers", "0"], cwd=ROOT,
                        capture_output=True, text=True)
-    assert p.returncode == 2 and "must be a whole number of at least 1" in p.stderr and "Traceback" not in p.stderr
+    assert p.returncode == 1 and "workers=0: must be at least 1" in p.stderr and "Traceback" not in p.stderr
+
+
+@pytest.mark.parametrize("script, wrong, right", [
+    ("sample.py", "--max-new-tokens", "--max_new_tokens"), ("evaluate.py", "--top-p", "--top_p"),
+    ("data/build.py", "--batch-size", "--batch_size"), ("grade.py", "--tokens-field", "--tokens_field"),
+    ("data/prepare.py", "--out-dir", "--out_dir"), ("train.py", "--max-steps", "max_steps"),
+])
+def test_a_flag_spelled_with_dashes_names_the_right_spelling(script, wrong, right):
+    p = subprocess.run([sys.executable, script, f"{wrong}=3", "x"], cwd=ROOT, capture_output=True, text=True)
+    assert p.returncode != 0 and right in p.stderr and "underscores" in p.stderr and "Traceback" not in p.stderr
 
 
 # -----------------------------------------------------------------------------
@@ -165,7 +176,7 @@ def test_problem_files_with_a_field_of_the_wrong_type(work, tmp_path, row, messa
     d, model = work
     bad = write_jsonl(tmp_path / "bad.jsonl", [{"id": "ok", "problem": "1+1", "answer": "2"}, row])
     refused(build.main, ["system2", "--model", model, "--problems", bad, "--out", d / "out.jsonl"], message, d)
-    refused(evaluate.main, ["--model", model, "--bench", bad, "--out-dir", d / "eval"], message, d)
+    refused(evaluate.main, ["--model", model, "--bench", bad, "--out_dir", d / "eval"], message, d)
     refused(sample.main, ["--model", model, "--prompts", bad, "--out", d / "out.jsonl"], message, d)
     refused(train.main, train_args(model, d, dev=bad), message, d)
 
@@ -194,8 +205,8 @@ def test_evaluate_compare_with_a_summary_missing_a_key(work, tmp_path):
     summary = json.loads((d / "eval" / "summary.json").read_text())
     del summary["benchmarks"]["problems"]["tokens"]
     (tmp_path / "base.json").write_text(json.dumps(summary))
-    refused(evaluate.main, ["--model", model, "--bench", d / "problems.jsonl", "--samples", "1", "--max-new-tokens",
-                            "6", "--out-dir", d / "eval", "--compare", tmp_path / "base.json"],
+    refused(evaluate.main, ["--model", model, "--bench", d / "problems.jsonl", "--samples", "1", "--max_new_tokens",
+                            "6", "--out_dir", d / "eval", "--compare", tmp_path / "base.json"],
             "is not a summary.json written by evaluate.py", d)
 
 
@@ -243,8 +254,8 @@ def test_stale_samples_are_refused(work, tiny_models):
 def test_evaluation_grades_against_the_current_answer_key(work, tmp_path):
     d, model = work
     bench = write_jsonl(tmp_path / "b.jsonl", [{"id": 0, "problem": "What is 0 + 1?", "answer": "1"}])
-    args = [str(a) for a in ("--model", model, "--bench", bench, "--samples", "1", "--max-new-tokens", "6",
-                             "--out-dir", tmp_path / "e")]
+    args = [str(a) for a in ("--model", model, "--bench", bench, "--samples", "1", "--max_new_tokens", "6",
+                             "--out_dir", tmp_path / "e")]
     evaluate.main(args)
     response = json.loads((tmp_path / "e" / "b.jsonl").read_text())["response"]
     write_jsonl(bench, [{"id": 0, "problem": "What is 0 + 1?", "answer": response.strip() or "x"}])
@@ -300,7 +311,7 @@ def test_a_damaged_or_missing_choice_is_never_replaced_by_another_checkpoint(wor
     chosen = tmp_path / "chosen.json"
     if text is not None:
         chosen.write_text(text)
-    refused(evaluate.main, ["--model", chosen, "--bench", d / "problems.jsonl", "--out-dir", tmp_path / "e"],
+    refused(evaluate.main, ["--model", chosen, "--bench", d / "problems.jsonl", "--out_dir", tmp_path / "e"],
             message, d)
 
 

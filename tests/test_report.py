@@ -24,8 +24,9 @@ def fake_run(root: Path, arms=("base", "tldr", "static"), long_model="models/Dee
             (root / arm / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))
             (root / arm / "chosen.json").write_text(json.dumps({"step": 2, "dev_tokens": 900.0, "dev_acc": 0.6,
                                                                 "checkpoint": str(root / arm / "step_000002")}))
-    (root / "bounds.json").write_text(json.dumps({"short": {"tokens": 300, "accuracy": 0.3},
-                                                  "long": {"tokens": 1500, "accuracy": 0.75}, "long_model": long_model}))
+    bounds = {"short": {"tokens": 300, "accuracy": 0.3}, "long": {"tokens": 1500, "accuracy": 0.75},
+              "long_model": long_model}
+    (root / "bounds.json").write_text(json.dumps(bounds))
     return root
 
 

@@ -53,7 +53,8 @@ def test_reproduce_tiny(shared_data, tmp_path):
     assert "(baseline)" in table and "| change |" in table and "tokens" in table
     # the static 1:1 arm with the same budget and choice rule, and the report of the three, beside the paper's 7B
     static = rows(run / "static" / "metrics.jsonl")
-    assert {m["w_short"] for m in static if "w_short" in m} == {0.5} and (run / "eval" / "static" / "summary.json").is_file()
+    assert {m["w_short"] for m in static if "w_short" in m} == {0.5}
+    assert (run / "eval" / "static" / "summary.json").is_file()
     report = json.loads((run / "report.json").read_text())
     assert set(report["arms"]) == {"base", "tldr", "static"} and set(report["training"]) == {"tldr", "static"}
     assert set(report["vs_base"]["static"]["benchmarks"]) == {"gsm8k", "math500", "aime24", "amc23"}
@@ -62,8 +63,8 @@ def test_reproduce_tiny(shared_data, tmp_path):
 
     # a second run skips every stage: no script runs
     again = make(tiny, f"TINY_SOURCE={shared_data}", "tiny-chain")
-    assert again.returncode == 0 and not any(s in again.stdout for s in ("tiny.py", "build.py", "train.py", "evaluate.py",
-                                                                           "report.py"))
+    scripts = ("tiny.py", "build.py", "train.py", "evaluate.py", "report.py")
+    assert again.returncode == 0 and not any(s in again.stdout for s in scripts)
 
     # a stage output half-written by a killed run is a temp file, never the target: the stage reruns
     (run / "bounds.json").unlink()

@@ -134,9 +134,11 @@ def test_cli_appends_and_resumes(qwen2, tmp_path, capsys):
     _, _, path = qwen2
     prompts = tmp_path / "in.jsonl"
     prompts.write_text("".join(json.dumps({"id": f"p{i}", "problem": p, "answer": "4"}) + "\n"
-                               for i, p in enumerate(PROBLEMS)) + json.dumps({"id": "long", "problem": "y" * 1100}) + "\n")
+                               for i, p in enumerate(PROBLEMS))
+                       + json.dumps({"id": "long", "problem": "y" * 1100}) + "\n")
     out = tmp_path / "out.jsonl"
-    common = ["--model", path, "--prompts", prompts, "--out", out, "--samples", 2, "--max_new_tokens", 8, "--temperature", 0.7]
+    common = ["--model", path, "--prompts", prompts, "--out", out, "--samples", 2, "--max_new_tokens", 8,
+              "--temperature", 0.7]
     assert run_cli(*common) is None
     first = out.read_text().splitlines()
     assert len(first) == 8 and "skipped 1 prompt(s) longer than the context" in capsys.readouterr().err
@@ -156,7 +158,8 @@ def test_cli_names_the_bad_line(qwen2, tmp_path):
     bad.write_text('{"id": 1, "problem": "ok"}\n{"id": 2, "problem": \n')
     assert "bad.jsonl:2: not valid JSON" in run_cli("--model", path, "--prompts", bad, "--out", tmp_path / "o.jsonl")
     bad.write_text('{"id": 1, "problem": "ok"}\n\n{"id": 2, "question": "?"}\n')
-    assert "bad.jsonl:3: missing field(s) problem" in run_cli("--model", path, "--prompts", bad, "--out", tmp_path / "o.jsonl")
+    assert "bad.jsonl:3: missing field(s) problem" in run_cli("--model", path, "--prompts", bad,
+                                                              "--out", tmp_path / "o.jsonl")
 
 
 def test_cli_missing_model_is_a_clear_error(tmp_path):

@@ -31,13 +31,15 @@ def setup(tmp_path_factory):
     """A tiny random model, System-1 (short) and System-2 (long, widely varied) sets, a dev set, bounds."""
     d = tmp_path_factory.mktemp("train")
     tiny.make_model(d / "model", "qwen2", seed=0)
-    s1 = [{"problem": f"{a}+{b}", "response": f"</think>\n\n\\boxed{{{a + b}}}"} for a in range(1, 9) for b in range(1, 6)]
+    s1 = [{"problem": f"{a}+{b}", "response": f"</think>\n\n\\boxed{{{a + b}}}"}
+          for a in range(1, 9) for b in range(1, 6)]
     s2 = [{"problem": f"{a}*{b}", "response": f"{a} times {b}. " + "Wait, let me check. " * ((a * b) % 9)
            + f"</think>\n\n\\boxed{{{a * b}}}"} for a in range(1, 9) for b in range(1, 6)]
     write_jsonl(d / "s1.jsonl", s1)
     write_jsonl(d / "s2.jsonl", s2)
     write_jsonl(d / "dev.jsonl", [{"id": i, "problem": f"{i}+1", "answer": str(i + 1)} for i in range(4)])
-    (d / "bounds.json").write_text(Bounds(10, 0.1, 40, 0.6).to_json(sampling={"temperature": 0.7, "top_p": 1.0, "max_new_tokens": 12}))
+    sampling = {"temperature": 0.7, "top_p": 1.0, "max_new_tokens": 12}
+    (d / "bounds.json").write_text(Bounds(10, 0.1, 40, 0.6).to_json(sampling=sampling))
     return d
 
 
@@ -50,7 +52,8 @@ def args(d, out, **over):
 
 
 def metrics(out):
-    return [{k: v for k, v in json.loads(l).items() if k not in TIMING} for l in (out / "metrics.jsonl").read_text().splitlines()]
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if k not in TIMING} for line in lines]
 
 
 def weights(ckpt):
@@ -118,7 +121,8 @@ def test_fsdp_two_processes_match_one(setup, tmp_path):
     train.main(args(setup, single))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29731",
-                          str(ROOT / "train.py"), *args(setup, multi)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+                          str(ROOT / "train.py"), *args(setup, multi)], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     a, b = metrics(single), metrics(multi)
     assert [m.keys() for m in a] == [m.keys() for m in b]
@@ -215,7 +219,8 @@ def test_over_length_examples_are_skipped_and_counted(setup, tmp_path, capsys):
 @pytest.mark.parametrize("text, message", [
     ('{"problem": "1+1", "response": "2"}\n{"problem": "2+2", "response": \n', r"bad.jsonl:2: not valid JSON"),
     ('{"problem": "1+1", "response": "2"}\n{"problem": "2+2"}\n', r"bad.jsonl:2: missing field\(s\)"),
-    ('{"messages": [{"role": "user", "content": "hi"}]}\n', r"bad.jsonl:1: 'messages' must be a list of {'role', 'content'} strings with a user and an assistant"),
+    ('{"messages": [{"role": "user", "content": "hi"}]}\n',
+     "bad.jsonl:1: 'messages' must be a list of {'role', 'content'} strings with a user and an assistant"),
     ('\n\n', r"bad.jsonl: no usable system1 example"),
 ])
 def test_bad_training_data_names_file_and_line(setup, tmp_path, text, message):
@@ -229,11 +234,13 @@ def test_chat_messages_format_renders_like_problem_response(setup, tmp_path):
     write_jsonl(tmp_path / "chat.jsonl", [{"messages": [{"role": "user", "content": "1+1"},
                                                         {"role": "assistant", "content": "</think>\n\n\\boxed{2}"}]}])
     write_jsonl(tmp_path / "plain.jsonl", [{"problem": "1+1", "response": "</think>\n\n\\boxed{2}"}])
-    assert train.load_examples(tmp_path / "chat.jsonl", tok, 400, "s") == train.load_examples(tmp_path / "plain.jsonl", tok, 400, "s")
+    chat, plain = (train.load_examples(tmp_path / f"{n}.jsonl", tok, 400, "s") for n in ("chat", "plain"))
+    assert chat == plain
 
 
 def test_bounds_where_the_long_model_is_not_better(setup, tmp_path):
-    (tmp_path / "b.json").write_text(json.dumps({"short": {"tokens": 10, "accuracy": 0.6}, "long": {"tokens": 40, "accuracy": 0.5}}))
+    (tmp_path / "b.json").write_text(json.dumps({"short": {"tokens": 10, "accuracy": 0.6},
+                                                 "long": {"tokens": 40, "accuracy": 0.5}}))
     with pytest.raises(SystemExit, match="b.json.*long model must be more accurate"):
         train.main(args(setup, tmp_path / "o", bounds=tmp_path / "b.json"))
 
@@ -244,9 +251,11 @@ def test_bounds_measured_with_other_sampling_are_refused(setup, tmp_path):
 
 
 def test_config_file_and_overrides(tmp_path):
-    (tmp_path / "r.py").write_text('"""a recipe"""\nlr = 2e-5\nmax_steps = 10\nmixture = "static"\nactivation_checkpointing = True\n')
+    (tmp_path / "r.py").write_text('"""a recipe"""\nlr = 2e-5\nmax_steps = 10\nmixture = "static"\n'
+                                   'activation_checkpointing = True\n')
     cfg = train.load_config([str(tmp_path / "r.py"), "--max_steps=20", "--resume"])
-    assert (cfg.lr, cfg.max_steps, cfg.mixture, cfg.activation_checkpointing, cfg.resume) == (2e-5, 20, "static", True, True)
+    assert (cfg.lr, cfg.max_steps, cfg.mixture, cfg.activation_checkpointing, cfg.resume) == \
+        (2e-5, 20, "static", True, True)
     with pytest.raises(SystemExit, match="unknown setting 'learning_rate'"):
         train.load_config(["--learning_rate=1"])
     with pytest.raises(SystemExit, match="max_steps='ten' is not a int"):
@@ -259,7 +268,8 @@ def test_config_file_and_overrides(tmp_path):
 def test_plain_sft_on_one_set(setup, tmp_path):
     """A static mixture with weight 0 on System-1 is plain SFT on System-2; the System-1 file may be left out."""
     out = tmp_path / "sft"
-    train.main(args(setup, out, mixture="static", w_short=0.0, system1="", dev="", bounds="", max_steps=2, save_interval=2))
+    train.main(args(setup, out, mixture="static", w_short=0.0, system1="", dev="", bounds="", max_steps=2,
+                    save_interval=2))
     assert [m["system1"] for m in metrics(out)] == [0, 0]
     with pytest.raises(SystemExit, match="no system1 data"):
         train.main(args(setup, tmp_path / "o", mixture="static", w_short=0.5, system1="", dev="", bounds=""))
@@ -336,7 +346,8 @@ def _load_shards(rank, world, store_path, model_dir, out):
     real = M.Weights.read
     M.Weights.read = lambda self, key, dtype, device, rows=None: requests.append((key, rows)) or \
         real(self, key, dtype, device, rows)
-    model = train.build_model(train.TrainConfig(), Path(model_dir), None, torch.device("cpu"), torch.float32, True)
+    proc = train.Processes(rank, world, torch.device("cpu"), torch.float32, True)
+    model = train.build_model(train.TrainConfig(), Path(model_dir), None, proc)
     full = {k: train.full(v) for k, v in model.state_dict().items()}  # collective
     if rank == 0:
         torch.save({"requests": requests, "full": full}, out)
