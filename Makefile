@@ -59,7 +59,12 @@ TLDR_FLAGS  ?=
 SAMPLES     ?= 4
 MAX_NEW     ?= 300
 SAMPLING    := --temperature 0.7 --top_p 1.0 --max_new_tokens $(MAX_NEW)
-last         = $$(ls -d $(DEMO)/$(1)/step_* | tail -n 1)
+# a training run's folder stands for its latest checkpoint wherever a script takes --model; the long model is the
+# base model of the report (the one TLDR compresses); TLDR and the static mixture differ only in the mixture
+ARM_long       := base
+ARM_short      := short
+MIXTURE_tldr   := dynamic
+MIXTURE_static := static
 
 demo: install $(DEMO)/report.done
 
@@ -82,26 +87,25 @@ $(DEMO)/short.done: $(DEMO)/init.done
 	touch $@
 
 $(DEMO)/bounds.done: $(DEMO)/long.done $(DEMO)/short.done
-	$(PY) data/build.py bounds --short $(call last,short) --long $(call last,long) \
+	$(PY) data/build.py bounds --short $(DEMO)/short --long $(DEMO)/long \
 		--problems $(DEMO)/data/dev.jsonl --out $(DEMO)/bounds.json --seed $(SEED) $(SAMPLING)
 	touch $@
 
 $(DEMO)/system2.done: $(DEMO)/long.done
-	$(PY) data/build.py system2 --model $(call last,long) --problems $(DEMO)/data/s2_problems.jsonl \
+	$(PY) data/build.py system2 --model $(DEMO)/long --problems $(DEMO)/data/s2_problems.jsonl \
 		--out $(DEMO)/system2.jsonl --samples $(SAMPLES) --seed $(SEED) $(SAMPLING)
 	touch $@
 
 $(DEMO)/tldr.done $(DEMO)/static.done: $(DEMO)/%.done: $(DEMO)/bounds.done $(DEMO)/system2.done
-	$(PY) train.py config/demo_tldr.py --mixture=$(if $(filter tldr,$*),dynamic,static) --model=$(call last,long) \
+	$(PY) train.py config/demo_tldr.py --mixture=$(MIXTURE_$*) --model=$(DEMO)/long \
 		--system1=$(DEMO)/data/system1.jsonl --system2=$(DEMO)/system2.jsonl --dev=$(DEMO)/data/dev.jsonl \
 		--bounds=$(DEMO)/bounds.json --dev_max_new_tokens=$(MAX_NEW) --out_dir=$(DEMO)/$* --seed=$(SEED) \
 		--resume $(TLDR_FLAGS)
 	touch $@
 
-# the long model is the base model of the report (what TLDR compresses)
 $(DEMO)/eval-long.done $(DEMO)/eval-short.done: $(DEMO)/eval-%.done: $(DEMO)/%.done
-	$(PY) evaluate.py --model $(call last,$*) --bench $(DEMO)/data/test.jsonl --samples 1 --seed $(SEED) \
-		--temperature 0.7 --top_p 1.0 --max_new_tokens $(MAX_NEW) --out_dir $(DEMO)/eval/$(if $(filter long,$*),base,$*)
+	$(PY) evaluate.py --model $(DEMO)/$* --bench $(DEMO)/data/test.jsonl --samples 1 --seed $(SEED) \
+		--temperature 0.7 --top_p 1.0 --max_new_tokens $(MAX_NEW) --out_dir $(DEMO)/eval/$(ARM_$*)
 	touch $@
 
 $(DEMO)/eval-tldr.done $(DEMO)/eval-static.done: $(DEMO)/eval-%.done: $(DEMO)/%.done
@@ -172,13 +176,14 @@ reproduce-static: $(RUN)/eval/static/summary.json
 
 # the report of what a run has (base, TLDR, static; a missing arm is left out with a note): report.md,
 # report.json, training.png, tradeoff.png in RUN, made again when an evaluation or a training run changed.
-# PUBLISHED=7b|14b adds the paper's numbers (by default, the size in the long model's name).
+# PUBLISHED (7b, 14b, none; auto: the size in the long model's name) picks the paper's numbers beside it.
 # `make report RUN=...` makes it whatever changed.
+PUBLISHED ?= auto
 $(RUN)/report.md: $(wildcard $(RUN)/bounds.json $(RUN)/eval/*/summary.json $(RUN)/*/metrics.jsonl)
-	$(PY) report.py $(RUN) $(if $(PUBLISHED),--published $(PUBLISHED))
+	$(PY) report.py $(RUN) --published $(PUBLISHED)
 
 report:
-	$(PY) report.py $(RUN) $(if $(PUBLISHED),--published $(PUBLISHED))
+	$(PY) report.py $(RUN) --published $(PUBLISHED)
 
 # the benchmarks, the dev pool and the s1K problems from the Hub (data/prepare.py writes each file atomically)
 $(addprefix $(BENCH_DIR)/,$(addsuffix .jsonl,$(BENCHES))): $(BENCH_DIR)/%.jsonl:
@@ -208,7 +213,7 @@ $(RUN)/tldr/chosen.json $(RUN)/static/chosen.json: $(RUN)/%/chosen.json: $(RUN)/
 		$(RUN)/dev.jsonl $(RUN)/bounds.json
 	$(call need_model,$(LONG_MODEL))
 	$(PY) -m torch.distributed.run $(TORCHRUN_FLAGS) train.py $(RECIPE) --model=$(LONG_MODEL) \
-		--mixture=$(if $(filter tldr,$*),dynamic,static) --system1=$(RUN)/system1.jsonl --system2=$(RUN)/system2.jsonl \
+		--mixture=$(MIXTURE_$*) --system1=$(RUN)/system1.jsonl --system2=$(RUN)/system2.jsonl \
 		--dev=$(RUN)/dev.jsonl --bounds=$(RUN)/bounds.json --dev_max_new_tokens=$(DEV_MAX_NEW) --out_dir=$(RUN)/$* \
 		--resume $(TRAIN_FLAGS)
 	@test -f $@ || { echo "error: no checkpoint of $(RUN)/$* kept 0.7 x the long model's dev accuracy; see $(RUN)/$*/metrics.jsonl"; exit 1; }
@@ -231,22 +236,34 @@ $(RUN)/eval/tldr/summary.json $(RUN)/eval/static/summary.json: $(RUN)/eval/%/sum
 TINY        ?= out/tiny
 TINY_SOURCE ?= ../shared/data
 TINY_BENCH  := $(addprefix $(TINY)/bench/,$(addsuffix .jsonl,$(BENCHES)))
-# file -> source file and lines; the s1K stand-in is a slice of MATH500 that no benchmark slice uses
-SLICE_gsm8k_train = gsm8k_train 1,24
-SLICE_gsm8k_test = gsm8k_test 1,6
-SLICE_math500 = math500 1,6
-SLICE_aime24 = aime24 1,4
-SLICE_amc23 = amc23 1,4
-SLICE_aime_1983_2023 = aime_1983_2023 1,24
-SLICE_s1k = math500 101,112
+# each tiny benchmark file: a range of lines (sed's) of a file of TINY_SOURCE; the s1K stand-in is a slice of
+# MATH500 that no benchmark slice uses
+FROM_gsm8k_train    := gsm8k_train.jsonl
+LINES_gsm8k_train   := 1,24
+FROM_gsm8k_test     := gsm8k_test.jsonl
+LINES_gsm8k_test    := 1,6
+FROM_math500        := math500.jsonl
+LINES_math500       := 1,6
+FROM_aime24         := aime24.jsonl
+LINES_aime24        := 1,4
+FROM_amc23          := amc23.jsonl
+LINES_amc23         := 1,4
+FROM_aime_1983_2023 := aime_1983_2023.jsonl
+LINES_aime_1983_2023 := 1,24
+FROM_s1k            := math500.jsonl
+LINES_s1k           := 101,112
 TINY_MODEL := --hidden 64 --layers 2 --heads 4 --kv_heads 2 --intermediate 128 --context 2048
-TINY_FIT   := --max_steps=200 --save_interval=200 --global_batch=16 --row_tokens=4096 --max_len=2048 --lr=1e-2 \
-	--lr_schedule=cosine --min_lr=1e-3 --warmup_steps=10 --beta2=0.95
+FIT_STEPS  := 200
+# the checkpoint train.py writes at step FIT_STEPS
+FIT_LAST   := step_000200
+TINY_FIT   := --max_steps=$(FIT_STEPS) --save_interval=$(FIT_STEPS) --global_batch=16 --row_tokens=4096 --max_len=2048 \
+	--lr=1e-2 --lr_schedule=cosine --min_lr=1e-3 --warmup_steps=10 --beta2=0.95
 # the long stand-in answers 2 problems in 3 of every set but the System-1 one; the short one the third problem
 # of the System-1 set and of the dev pool (so A_L > A_S, and the data stages see problems without a correct answer)
-comma := ,
-KEY_long  := $(subst $(eval) ,$(comma),$(filter-out %/gsm8k_train.jsonl,$(TINY_BENCH)))
-KEY_short := $(TINY)/bench/gsm8k_train.jsonl,$(TINY)/bench/aime_1983_2023.jsonl
+KEY_long  := $(filter-out $(TINY)/bench/gsm8k_train.jsonl,$(TINY_BENCH))
+KEY_short := $(TINY)/bench/gsm8k_train.jsonl $(TINY)/bench/aime_1983_2023.jsonl
+TINY_TRAIN := --max_steps=4 --global_batch=8 --row_tokens=4096 --max_len=2048 --eval_interval=2 --save_interval=2 \
+	--dev_batch_size=16
 
 reproduce-tiny: install
 	$(MAKE) tiny-chain
@@ -255,14 +272,13 @@ reproduce-tiny: install
 tiny-chain: $(TINY)/models/long/config.json $(TINY)/models/short/config.json
 	$(MAKE) reproduce reproduce-static PUBLISHED=7b RUN=$(TINY)/run BENCH_DIR=$(TINY)/bench LONG_MODEL=$(TINY)/models/long \
 		SHORT_MODEL=$(TINY)/models/short NPROC=2 DEV_SIZE=16 DEV_MAX_NEW=128 S1_MAX_NEW=64 S2_SAMPLES=2 S2_MAX_NEW=128 \
-		TRAIN_FLAGS="--max_steps=4 --global_batch=8 --row_tokens=4096 --max_len=2048 --eval_interval=2 --save_interval=2 --dev_batch_size=16" \
-		EVAL_FLAGS="--max_new_tokens 128"
+		TRAIN_FLAGS="$(TINY_TRAIN)" EVAL_FLAGS="--max_new_tokens 128"
 
 $(TINY_BENCH): $(TINY)/bench/%.jsonl:
-	@test -f $(TINY_SOURCE)/$(word 1,$(SLICE_$*)).jsonl || { echo "error: $(TINY_SOURCE)/$(word 1,$(SLICE_$*)).jsonl \
-	not found: set TINY_SOURCE to the benchmark files (python data/prepare.py writes them to data/bench)"; exit 1; }
+	@test -f $(TINY_SOURCE)/$(FROM_$*) || { echo "error: $(TINY_SOURCE)/$(FROM_$*) not found: set TINY_SOURCE to \
+	the benchmark files (python data/prepare.py writes them to data/bench)"; exit 1; }
 	@mkdir -p $(@D)
-	sed -n '$(word 2,$(SLICE_$*))p' $(TINY_SOURCE)/$(word 1,$(SLICE_$*)).jsonl > $@.tmp && mv $@.tmp $@
+	sed -n '$(LINES_$*)p' $(TINY_SOURCE)/$(FROM_$*) > $@.tmp && mv $@.tmp $@
 
 # a stand-in: random weights (init/), fitted to its answer key; the final model directory appears last
 $(TINY)/models/%/config.json: $(TINY_BENCH)
@@ -271,5 +287,5 @@ $(TINY)/models/%/config.json: $(TINY_BENCH)
 	$(PY) data/tiny.py --out_dir $(TINY)/models/$*.init --seed 0 $(TINY_MODEL)
 	$(PY) train.py --model=$(TINY)/models/$*.init --mixture=static --w_short=1.0 --system1=$(TINY)/models/$*.key.jsonl \
 		--out_dir=$(TINY)/models/$*.fit --resume $(TINY_FIT)
-	rm -rf $(TINY)/models/$* && cp -r $$(ls -d $(TINY)/models/$*.fit/step_* | tail -n 1) $(TINY)/models/$* && \
-		rm -rf $(TINY)/models/$*/train_state
+	rm -rf $(TINY)/models/$* && cp -r $(TINY)/models/$*.fit/$(FIT_LAST) $(TINY)/models/$* \
+		&& rm -rf $(TINY)/models/$*/train_state

@@ -120,6 +120,17 @@ def type_error(field, value, types) -> str | None:
     return f"'{field}' must be {allowed}, got {json.dumps(value)[:40]}"
 
 
+def read_json(path):
+    """A JSON file; a damaged one is an error naming the file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+
+
 def read_jsonl(path, required=("problem",), types=None, check=None) -> list[dict]:
     """Rows of a JSON Lines file; a malformed line, a missing field or a field of the wrong type (types: field
     -> type or tuple of types, checked where present) is an error naming file and line. `check(row)` may

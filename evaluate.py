@@ -180,14 +180,6 @@ def markdown_report(summary, base=None):
 # The evaluation run
 
 
-def _read_json(path, what):
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        sys.exit(f"error: cannot read {what} {path}: {e}")
-
-
-
 def read_benchmarks(args):
     """{name: problem rows} of every --bench, read (and checked) before any model is loaded."""
     from common import PROBLEM_TYPES, read_jsonl
@@ -235,26 +227,12 @@ def protocol_settings(args) -> dict:
             "seed": args.seed}
 
 
-def model_directory(model: str) -> str:
-    """--model: a model directory, or the chosen.json of a training run (the checkpoint it names)."""
-    if not model.endswith(".json"):
-        return model
-    path = Path(model)
-    if not path.is_file():
-        sys.exit(f"error: {path}: no such file; train.py writes it at the end of a run in which a checkpoint passed "
-                 f"the choice rule (dev accuracy > 0.7 x A_L): see {path.parent / 'metrics.jsonl'}")
-    try:
-        checkpoint = json.loads(path.read_text())["checkpoint"]
-    except (ValueError, KeyError, TypeError) as e:
-        sys.exit(f"error: {path} is damaged ({type(e).__name__}: {e}); run the training again with --resume to "
-                 f"rewrite it (it then only redoes the choice), or pass a checkpoint directory")
-    if not (Path(checkpoint) / "config.json").is_file():
-        sys.exit(f"error: {path} names {checkpoint}, which is not a checkpoint (was it moved or pruned?)")
-    return checkpoint
-
-
 def read_baseline(path):
-    base = _read_json(path, "the baseline summary")
+    from common import read_json
+    try:
+        base = read_json(path)
+    except (OSError, ValueError) as e:
+        sys.exit(f"error: the baseline summary (--compare): {e}")
     number = lambda x: isinstance(x, (int, float)) and not isinstance(x, bool)
     if not (isinstance(base, dict) and isinstance(base.get("benchmarks"), dict) and all(
             isinstance(m, dict) and number(m.get("accuracy")) and (m.get("tokens") is None or number(m["tokens"]))
@@ -268,9 +246,12 @@ def run_evaluation(args):
 
     import sample
     from common import atomic_write, jsonl_text
-    from model import Transformer, attention_summary
+    from model import Transformer, attention_summary, model_path
 
-    args.model = model_directory(args.model)
+    try:
+        args.model = str(model_path(args.model))
+    except ValueError as e:
+        sys.exit(f"error: {e}")
     problems, settings = read_benchmarks(args), protocol_settings(args)
     base = read_baseline(args.compare) if args.compare else None
     out_dir = Path(args.out_dir or Path("out") / "eval" / f"{Path(args.model).resolve().name}-{args.protocol}")
@@ -323,8 +304,8 @@ def run_evaluation(args):
 
 def main(argv=None):
     p = ArgumentParser(description=__doc__)
-    p.add_argument("--model", required=True, help="model directory (config.json, *.safetensors, tokenizer), or "
-                   "the chosen.json of a training run")
+    p.add_argument("--model", required=True, help="model directory (config.json, *.safetensors, tokenizer), the "
+                   "chosen.json of a training run, or a run's folder (its latest checkpoint)")
     p.add_argument("--bench", default="gsm8k,math500,aime24,amc23",
                    help=f"comma-separated: {', '.join(BENCHMARKS)}, or paths of .jsonl files")
     p.add_argument("--protocol", choices=PROTOCOLS, default="tldr-paper")

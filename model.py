@@ -431,6 +431,32 @@ class Transformer(nn.Module):
 # -----------------------------------------------------------------------------
 # Hugging Face layout on disk
 
+def checkpoints(run: Path) -> list[Path]:
+    """A training run's checkpoints (step_NNNNNN/), oldest first."""
+    return sorted(p for p in Path(run).glob("step_*") if p.is_dir())
+
+
+def model_path(path) -> Path:
+    """The model directory that `path` names: a model directory; the chosen.json of a training run (the checkpoint
+    the paper's rule chose); or a training run's folder (its latest checkpoint)."""
+    path = Path(path)
+    if path.suffix == ".json":
+        if not path.is_file():
+            raise ValueError(f"{path}: no such file; train.py writes it at the end of a run in which a checkpoint "
+                             f"passed the choice rule (dev accuracy > 0.7 x A_L): see {path.parent / 'metrics.jsonl'}")
+        try:
+            checkpoint = Path(json.loads(path.read_text())["checkpoint"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"{path} is damaged ({type(e).__name__}: {e}); run the training again with "
+                             f"--resume to rewrite it (it then only redoes the choice), or pass a checkpoint "
+                             f"directory") from None
+        if not (checkpoint / "config.json").is_file():
+            raise ValueError(f"{path} names {checkpoint}, which is not a checkpoint (was it moved or pruned?)")
+        return checkpoint
+    steps = checkpoints(path) if not (path / "config.json").exists() else []
+    return steps[-1] if steps else path
+
+
 def read_config(path: Path) -> dict:
     f = Path(path) / "config.json"
     if not f.is_file():

@@ -2,7 +2,7 @@
 The report of a run: whether TLDR made the model think shorter without losing accuracy, in one table and two
 figures, beside the paper's published numbers.
 
-    python report.py out/r1_7b --published 7b      # make report RUN=out/r1_7b (make reproduce-7b ends with it)
+    python report.py out/r1_7b                     # make report RUN=out/r1_7b (make reproduce-7b ends with it)
     python report.py out/demo                      # make demo ends with it
 
 RUN is a folder as the Makefile lays it out: bounds.json; tldr/ and static/ (train.py runs: metrics.jsonl,
@@ -17,7 +17,7 @@ import json
 import sys
 from pathlib import Path
 
-from common import ArgumentParser, atomic_write
+from common import ArgumentParser, atomic_write, read_json, read_jsonl
 
 ROOT = Path(__file__).resolve().parent
 PUBLISHED = ROOT / "data" / "published.json"
@@ -26,18 +26,15 @@ PUBLISHED_NAMES = {"tldr": "TLDR", "static": "static 1:1"}  # the arms' names in
 TITLES = {"gsm8k": "GSM8K", "math500": "MATH500", "aime24": "AIME24", "amc23": "AMC23"}
 
 
-def read_json(path: Path):
-    """A JSON file of the run, or None when it is not there; a damaged one is an error naming it."""
+def read_file(path: Path, rows=False):
+    """A JSON (rows: JSON Lines) file of the run, or None when it is not there; a damaged one is an error naming
+    it."""
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text())
+        return read_jsonl(path, required=()) if rows else read_json(path)
     except ValueError as e:
-        raise SystemExit(f"error: {path} is damaged ({e}); make it again (delete it and rerun its make target)")
-
-
-def read_jsonl(path: Path) -> list:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+        raise SystemExit(f"error: {e}; make it again (delete it and rerun its make target)") from None
 
 
 # -----------------------------------------------------------------------------
@@ -47,7 +44,7 @@ def arm_results(run: Path, notes: list) -> dict:
     """{arm: {"label", "model", "benchmarks": {bench: {accuracy, accuracy_paper, tokens[, by_level]}}}}"""
     arms = {}
     for key, label in ARMS.items():
-        summary = read_json(run / "eval" / key / "summary.json")
+        summary = read_file(run / "eval" / key / "summary.json")
         if summary is None:
             if key != "short":  # only the demo evaluates the short model
                 notes.append(f"no {label}: {run / 'eval' / key / 'summary.json'} is not there")
@@ -82,11 +79,11 @@ def training_runs(run: Path, notes: list) -> dict:
     """Per fine-tuning arm: the mixture weights per step, its dev evaluations, and the checkpoint the rule chose."""
     out = {}
     for key in ("tldr", "static"):
-        metrics = read_jsonl(run / key / "metrics.jsonl")
+        metrics = read_file(run / key / "metrics.jsonl", rows=True)
         if not metrics:
             notes.append(f"no {ARMS[key]} training run: {run / key / 'metrics.jsonl'} is not there")
             continue
-        chosen = read_json(run / key / "chosen.json")
+        chosen = read_file(run / key / "chosen.json")
         out[key] = {"weights": [[m["step"], m["w_short"]] for m in metrics if "loss" in m],
                     "evals": [[m["step"], m["dev_tokens"], m["dev_acc"]] for m in metrics if "dev_acc" in m],
                     "chosen": chosen and {k: chosen[k] for k in ("step", "dev_tokens", "dev_acc")}}
@@ -99,12 +96,13 @@ def model_size(bounds) -> str | None:
     return next((size for size in ("14b", "7b") if name.endswith(f"-{size}")), None)
 
 
-def collect(run: Path, published: str | None) -> dict:
+def collect(run: Path, published) -> dict:
+    """published: 7b or 14b, None to take the size from the long model's name, False for none."""
     notes = []
     arms = arm_results(run, notes)
     report = {"run": str(run), "arms": arms, "vs_base": changes(arms), "training": training_runs(run, notes),
-              "bounds": read_json(run / "bounds.json"), "published": None, "notes": notes}
-    published = published or model_size(report["bounds"])
+              "bounds": read_file(run / "bounds.json"), "published": None, "notes": notes}
+    published = model_size(report["bounds"]) if published is None else published
     if published:
         table = json.loads(PUBLISHED.read_text())
         report["published"] = {"size": published, "source": table["source"], "claim": table["claim"],
@@ -260,7 +258,7 @@ def plot_tradeoff(report, path: Path):
     save(fig, path)
 
 
-def write_report(run: Path, published: str | None) -> dict:
+def write_report(run: Path, published) -> dict:
     report = collect(run, published)
     atomic_write(run / "report.json", json.dumps(report, indent=1) + "\n")
     text = render(report)
@@ -275,13 +273,14 @@ def write_report(run: Path, published: str | None) -> dict:
 def main(argv=None):
     p = ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("run", help="the run folder (bounds.json, tldr/, static/, eval/)")
-    p.add_argument("--published", choices=["7b", "14b"], help="the paper's numbers of this model size (default: the "
-                   "size in the name of the long model of bounds.json, if it is one of the paper's)")
+    p.add_argument("--published", choices=["auto", "none", "7b", "14b"], default="auto",
+                   help="the paper's numbers of this model size beside the run's (auto: the size in the name of the "
+                   "long model of bounds.json, if it is one of the paper's)")
     args = p.parse_args(argv)
     run = Path(args.run)
     if not run.is_dir():
         sys.exit(f"error: {run}: no such run folder")
-    return write_report(run, args.published)
+    return write_report(run, {"auto": None, "none": False}.get(args.published, args.published))
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ import torch.distributed as dist
 from common import ID, PROBLEM_TYPES, TEXT, ArgumentParser, atomic_write, check_settings, read_jsonl, type_error
 
 OUTPUT_TYPES = {"id": ID, "sample": int, "response": TEXT, "tokens": int, "finish": TEXT}  # a line of an output
-from model import CacheIndex, KVCache, Transformer, attention_summary
+from model import CacheIndex, KVCache, Transformer, attention_summary, model_path
 
 # DeepSeek's recommended instruction for math; the user turn carries it, the answer starts with "<think>\n".
 INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
@@ -594,7 +594,8 @@ def barrier():
 
 def main(argv=None):
     p = ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", required=True, help="model directory (config.json, *.safetensors, tokenizer)")
+    p.add_argument("--model", required=True, help="model directory (config.json, *.safetensors, tokenizer), the "
+                   "chosen.json of a training run, or a run's folder (its latest checkpoint)")
     p.add_argument("--prompt", help="one problem, printed with its completion(s)")
     p.add_argument("--prompts", help="JSON Lines file, one {'id', 'problem'} per line")
     p.add_argument("--out", help="JSON Lines output for --prompts (appended; a rerun resumes)")
@@ -613,8 +614,9 @@ def main(argv=None):
     rank, _, device = start_processes()  # under torchrun (--prompts): every process answers its share
     try:
         rows = read_jsonl(args.prompts, required=("problem",), types=PROBLEM_TYPES) if args.prompts else None
-        tok = load_tokenizer(args.model)
-        model = Transformer.from_pretrained(args.model, dtype=getattr(torch, args.dtype), device=device)
+        model_dir = model_path(args.model)
+        tok = load_tokenizer(model_dir)
+        model = Transformer.from_pretrained(model_dir, dtype=getattr(torch, args.dtype), device=device)
     except (OSError, ValueError) as e:
         sys.exit(f"error: {e}")
     if rank == 0:

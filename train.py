@@ -36,8 +36,8 @@ import torch.distributed as dist
 
 from common import (FRACTION, PROBLEM_TYPES, RULES, TEXT, above, at_least, atomic_write, between,
                     check_settings, jsonl_text, read_jsonl)
-from model import (Config, KVCache, Transformer, Weights, attention_summary, commit_dir, read_config,
-                   rope_inv_freq, saved_dtype, weight_shapes, write_weights)
+from model import (Config, KVCache, Transformer, Weights, attention_summary, checkpoints, commit_dir, model_path,
+                   read_config, rope_inv_freq, saved_dtype, weight_shapes, write_weights)
 from ratio import Bounds, Mixture
 from sample import example_ids, generate, load_tokenizer, prompt_ids, stop_ids
 
@@ -45,7 +45,8 @@ from sample import example_ids, generate, load_tokenizer, prompt_ids, stop_ids
 @dataclass
 class TrainConfig:
     # models and data
-    model: str = ""                # Hugging Face directory of the model to fine-tune (the long model M_L)
+    model: str = ""                # the model to fine-tune (the long model M_L): a Hugging Face directory, or a
+                                   # training run's folder (its latest checkpoint) or chosen.json
     system1: str = ""              # JSON Lines of short-CoT examples: {"problem", "response"} or {"messages"}
     system2: str = ""              # JSON Lines of long-CoT examples, same format
     dev: str = ""                  # JSON Lines of dev problems {"problem", "answer"}
@@ -430,10 +431,6 @@ def tokenizer_files(model_dir: Path) -> list[Path]:
             and f.suffix not in (".safetensors", ".bin", ".pt", ".pth")]
 
 
-def checkpoints(out_dir: Path) -> list[Path]:
-    return sorted(p for p in out_dir.glob("step_*") if p.is_dir())
-
-
 def shard_file(kind: str, rank: int, world: int) -> str:
     return f"{kind}-rank{rank:05d}-of-{world:05d}.safetensors"
 
@@ -796,6 +793,10 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     cfg = load_config(argv)
     validate(cfg)
+    try:  # a model directory, a run's chosen.json, or a run's folder (its latest checkpoint)
+        cfg.model = str(model_path(cfg.model))
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
     config_name = " ".join(a for a in argv if not a.startswith("--")) or "defaults"
     if cfg.plan:  # the plan for the GPUs the recipe targets: FSDP2 with bf16 compute unless dtype says otherwise
         dtype = torch.bfloat16 if cfg.dtype == "auto" else getattr(torch, cfg.dtype)

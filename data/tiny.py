@@ -4,7 +4,7 @@ the R1 chat format, and random Qwen2 / Llama / Qwen3 checkpoints saved by transf
 and `make reproduce-tiny` use them.
 
     python data/tiny.py --out_dir out/tiny-qwen2 --family qwen2 --seed 0
-    python data/tiny.py --answer_key fit.jsonl --problems a.jsonl,b.jsonl --style long --every 3
+    python data/tiny.py --answer_key fit.jsonl --problems a.jsonl b.jsonl --style long --every 3
 
 A random model answers nothing correctly, so every stage of `make reproduce-tiny` that keeps correct
 answers would keep none. The answer key is what the stand-ins are briefly fitted to (with train.py) so that
@@ -100,7 +100,7 @@ if __name__ == "__main__":
                                             "or the one in --tokenizer), or write an answer key to fit one to")
     p.add_argument("--out_dir", help="where to save the model")
     p.add_argument("--answer_key", help="instead: write the answer key (JSON Lines) of --problems here")
-    p.add_argument("--problems", help="answer key: comma-separated JSON Lines files of problems with answers")
+    p.add_argument("--problems", nargs="+", help="answer key: JSON Lines files of problems with answers")
     p.add_argument("--style", choices=["long", "short"], default="long")
     p.add_argument("--every", type=int, default=1, help="answer key: leave out positions by i %% every (1: none)")
     p.add_argument("--family", default="qwen2", choices=["qwen2", "llama", "qwen3"])
@@ -117,7 +117,7 @@ if __name__ == "__main__":
                                                           "intermediate", "context")} | {"seed": at_least(0)})
     if args.answer_key:
         try:
-            rows = answer_key(args.problems.split(","), args.answer_key, args.style, args.every)
+            rows = answer_key(args.problems, args.answer_key, args.style, args.every)
         except (OSError, ValueError) as e:
             sys.exit(f"error: {e}")
         print(f"{args.answer_key}: {len(rows)} {args.style} answers")

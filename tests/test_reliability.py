@@ -15,6 +15,7 @@ import evaluate
 import grade
 import sample
 import train
+from model import model_path
 from ratio import Bounds
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -313,6 +314,23 @@ def test_a_damaged_or_missing_choice_is_never_replaced_by_another_checkpoint(wor
         chosen.write_text(text)
     refused(evaluate.main, ["--model", chosen, "--bench", d / "problems.jsonl", "--out_dir", tmp_path / "e"],
             message, d)
+
+
+def test_model_is_a_directory_a_run_folder_or_a_choice(work, tmp_path):
+    d, model = work
+    assert model_path(model) == Path(model)
+    assert model_path(d / "run") == d / "run" / "step_000002"  # a run's folder: its latest checkpoint
+    (tmp_path / "chosen.json").write_text(json.dumps({"step": 2, "checkpoint": str(d / "run" / "step_000002")}))
+    assert model_path(tmp_path / "chosen.json") == d / "run" / "step_000002"
+    run = tmp_path / "run"
+    for step in (2, 10, 4):
+        shutil.copytree(d / "run" / "step_000002", run / f"step_{step:06d}")
+    (run / ".step_000012.tmp").mkdir()  # a killed save's temporary directory is never taken
+    assert model_path(run) == run / "step_000010"
+    out = tmp_path / "e"
+    evaluate.main(["--model", str(run), "--bench", str(d / "problems.jsonl"), "--samples", "1",
+                   "--max_new_tokens", "4", "--out_dir", str(out)])
+    assert json.loads((out / "summary.json").read_text())["model"] == str(run / "step_000010")
 
 
 def test_written_files_are_readable_by_others(work):

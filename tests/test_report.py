@@ -4,6 +4,8 @@ import json
 import re
 from pathlib import Path
 
+import pytest
+
 import report
 
 BENCHES = ("gsm8k", "math500", "aime24", "amc23")
@@ -73,3 +75,21 @@ def test_a_run_with_only_its_base_model(tmp_path):
     saved = report.main([str(run), "--published", "14b"])
     assert saved["vs_base"] == {} and set(saved["published"]["arms"]) == {"tldr"}
     assert "no TLDR training run" in (run / "report.md").read_text()
+
+
+def test_published_none_leaves_the_papers_numbers_out(tmp_path):
+    run = fake_run(tmp_path / "run")  # a 7B long model: auto would add the paper's 7B numbers
+    assert report.main([str(run)])["published"]["size"] == "7b"
+    assert report.main([str(run), "--published", "none"])["published"] is None
+
+
+@pytest.mark.parametrize("name, text, message", [
+    ("tldr/metrics.jsonl", '{"step": 1, "loss": 1.0}\n{"step": 2, "lo', "tldr/metrics.jsonl:2: not valid JSON"),
+    ("eval/base/summary.json", '{"model": "m",\n "bench', "eval/base/summary.json:2: not valid JSON"),
+])
+def test_a_damaged_file_of_the_run_is_named_and_nothing_is_written(tmp_path, name, text, message):
+    run = fake_run(tmp_path / "run")
+    (run / name).write_text(text)
+    with pytest.raises(SystemExit, match=re.escape(message)):
+        report.main([str(run)])
+    assert not (run / "report.md").exists() and not (run / "report.json").exists()
