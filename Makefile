@@ -152,7 +152,7 @@ set MODEL_DIR / LONG_MODEL / SHORT_MODEL."; exit 1; }
 
 R1_7B  := RUN=out/r1_7b RECIPE=config/r1_7b.py LONG_MODEL=$(MODEL_DIR)/DeepSeek-R1-Distill-Qwen-7B \
 	SHORT_MODEL=$(MODEL_DIR)/Qwen2.5-7B-Instruct
-R1_14B := RUN=out/r1_14b RECIPE="config/r1_7b.py config/r1_14b.py" \
+R1_14B := RUN=out/r1_14b RECIPE=config/r1_14b.py \
 	LONG_MODEL=$(MODEL_DIR)/DeepSeek-R1-Distill-Qwen-14B SHORT_MODEL=$(MODEL_DIR)/Qwen2.5-14B-Instruct
 
 reproduce-7b: install gpu-ready
