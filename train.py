@@ -8,8 +8,8 @@ weights ratio.py re-balances from a dev evaluation every `eval_interval` steps.
     python train.py config/r1_7b.py --mixture=static --out_dir=out/static    # the static 1:1 ablation
 
 Configuration: the defaults are the TrainConfig fields below; config files (Python assignments of
-literals, `lr = 1e-5`), read in order, override them, and `--key=value` flags override all. The resolved configuration
-is saved in every checkpoint.
+literals, `lr = 1e-5`; `base = "r1_7b.py"` reads that file first), read in order, override them, and
+`--key=value` flags override all. The resolved configuration is saved in every checkpoint.
 
 Each optimizer step draws `global_batch` examples from the two sets in proportion to the mixture weights,
 spreads them over the processes, packs each process's share into rows of at most `row_tokens` tokens (no
@@ -107,6 +107,39 @@ TRAIN_RULES = {
 }
 
 
+def config_lines(path: Path, seen: tuple = ()) -> list[tuple[str, object, str]]:
+    """(setting, value, file:line) of a config file of `name = literal` lines, in order. A line `base = "FILE"`
+    (a file beside this one) stands for that file's lines: a recipe that differs from another in a few settings
+    holds only those."""
+    if not path.is_file():
+        raise SystemExit(f"{path}: no such config file")
+    if path.resolve() in seen:
+        raise SystemExit(f"{path}: read again through its own base (a loop of base = lines)")
+    try:
+        tree = ast.parse(path.read_text(), str(path))
+    except SyntaxError as e:
+        raise SystemExit(f"{path}:{e.lineno}: not valid Python ({e.msg})") from None
+    lines = []
+    for node in tree.body:
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
+            continue  # a docstring
+        single_name = isinstance(node, ast.Assign) and len(node.targets) == 1
+        if not (single_name and isinstance(node.targets[0], ast.Name)):
+            raise SystemExit(f"{path}:{node.lineno}: a config file holds only `name = value` lines")
+        try:
+            value = ast.literal_eval(node.value)
+        except ValueError:
+            raise SystemExit(f"{path}:{node.lineno}: the value must be a literal (number, string, "
+                             f"bool)") from None
+        if node.targets[0].id == "base":
+            if not isinstance(value, str):
+                raise SystemExit(f"{path}:{node.lineno}: base names a config file beside this one, as a string")
+            lines += config_lines(path.parent / value, seen + (path.resolve(),))
+        else:
+            lines.append((node.targets[0].id, value, f"{path}:{node.lineno}"))
+    return lines
+
+
 def load_config(argv) -> TrainConfig:
     """Defaults, then config files of `key = literal` lines in order, then --key=value flags."""
     cfg, fields = TrainConfig(), {f.name: f for f in dataclasses.fields(TrainConfig)}
@@ -136,25 +169,8 @@ def load_config(argv) -> TrainConfig:
             key, has_value, value = arg[2:].partition("=")
             set_value(key, value if has_value else "true", f"flag {arg}")  # a bare --resume means --resume=true
         else:
-            path = Path(arg)
-            if not path.is_file():
-                raise SystemExit(f"{arg}: no such config file")
-            try:
-                tree = ast.parse(path.read_text(), str(path))
-            except SyntaxError as e:
-                raise SystemExit(f"{path}:{e.lineno}: not valid Python ({e.msg})") from None
-            for node in tree.body:
-                if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
-                    continue  # a docstring
-                single_name = isinstance(node, ast.Assign) and len(node.targets) == 1
-                if not (single_name and isinstance(node.targets[0], ast.Name)):
-                    raise SystemExit(f"{path}:{node.lineno}: a config file holds only `name = value` lines")
-                try:
-                    value = ast.literal_eval(node.value)
-                except ValueError:
-                    raise SystemExit(f"{path}:{node.lineno}: the value must be a literal (number, string, "
-                                     f"bool)") from None
-                set_value(node.targets[0].id, value, f"{path}:{node.lineno}")
+            for key, value, where in config_lines(Path(arg)):
+                set_value(key, value, where)
     return cfg
 
 

@@ -263,6 +263,19 @@ def test_config_file_and_overrides(tmp_path):
     (tmp_path / "bad.py").write_text("lr = 1e-5\nimport os\n")
     with pytest.raises(SystemExit, match="bad.py:2: a config file holds only"):
         train.load_config([str(tmp_path / "bad.py")])
+    # base = "FILE": that file's lines first, then this file's; a loop or a base that is not a file name is refused
+    (tmp_path / "big.py").write_text('"""r.py, longer"""\nbase = "r.py"\nmax_steps = 30\n')
+    cfg = train.load_config([str(tmp_path / "big.py")])
+    assert (cfg.lr, cfg.max_steps, cfg.mixture) == (2e-5, 30, "static")
+    (tmp_path / "loop.py").write_text('base = "loop.py"\n')
+    with pytest.raises(SystemExit, match="loop.py: read again through its own base"):
+        train.load_config([str(tmp_path / "loop.py")])
+    (tmp_path / "number.py").write_text('base = 7\n')
+    with pytest.raises(SystemExit, match="number.py:1: base names a config file"):
+        train.load_config([str(tmp_path / "number.py")])
+    (tmp_path / "gone.py").write_text('base = "nowhere.py"\n')
+    with pytest.raises(SystemExit, match="nowhere.py: no such config file"):
+        train.load_config([str(tmp_path / "gone.py")])
 
 
 def test_plain_sft_on_one_set(setup, tmp_path):
