@@ -23,6 +23,7 @@ import torch.utils._python_dispatch
 
 sys.path.insert(0, str(Path(__file__).parent / "data"))
 import model as M  # noqa: E402
+from common import atomic_write  # noqa: E402
 import sample  # noqa: E402
 import tiny  # noqa: E402
 
@@ -484,6 +485,11 @@ def gpu_check(workdir: Path, device, shape=GPU_SHAPE, tokens=8192):
     report("plan_memory", results["ours"][1] / 2**30, planned / 2**30, "GiB (measured peak; the plan as reference)")
 
 
+def save_results(name):
+    Path("out").mkdir(exist_ok=True)
+    atomic_write(Path("out") / name, json.dumps(RESULTS, indent=2))
+
+
 def main():
     if "--gpu" in sys.argv[1:]:
         if not torch.cuda.is_available():
@@ -492,8 +498,7 @@ def main():
             return
         with tempfile.TemporaryDirectory() as d:
             gpu_check(Path(d), torch.device("cuda"))
-        Path("out").mkdir(exist_ok=True)
-        Path("out/gpu_check.json").write_text(json.dumps(RESULTS, indent=2))
+        save_results("gpu_check.json")
         return
     torch.manual_seed(0)
     # tiny models: one thread avoids OpenMP synchronisation dominating, and keeps the ratio stable when the
@@ -504,8 +509,7 @@ def main():
         bench_kv_memory(Path(d))
         bench_decode_ops(Path(d))
         bench_train(Path(d))
-    Path("out").mkdir(exist_ok=True)
-    Path("out/bench.json").write_text(json.dumps(RESULTS, indent=2))
+    save_results("bench.json")
 
 
 if __name__ == "__main__":

@@ -34,7 +34,6 @@ class ArgumentParser(argparse.ArgumentParser):
         return super().parse_args(args, namespace)
 
 
-
 def at_least(low):
     return lambda x: x >= low, f"at least {low}"
 
@@ -120,6 +119,11 @@ def type_error(field, value, types) -> str | None:
     return f"'{field}' must be {allowed}, got {json.dumps(value)[:40]}"
 
 
+def row_type_error(row: dict, types: dict) -> str | None:
+    """The first complaint about a row's fields (types: field -> type or tuple of types, checked where present)."""
+    return next((c for k, t in types.items() if k in row for c in [type_error(k, row[k], t)] if c), None)
+
+
 def read_json(path):
     """A JSON file; a damaged one is an error naming the file and line."""
     path = Path(path)
@@ -154,8 +158,7 @@ def read_jsonl(path, required=("problem",), types=None, check=None) -> list[dict
             if missing:
                 raise ValueError(f"{path}:{lineno}: missing field(s) {', '.join(missing)}; "
                                  f"each line needs {', '.join(required)}")
-            complaint = next((c for k, t in (types or {}).items() if k in row
-                              for c in [type_error(k, row[k], t)] if c), None) or (check(row) if check else None)
+            complaint = row_type_error(row, types or {}) or (check(row) if check else None)
             if complaint:
                 raise ValueError(f"{path}:{lineno}: {complaint}")
             rows.append(row)

@@ -536,7 +536,7 @@ def write_weights(shapes: dict, fetch, cfg: Config, directory: Path, dtype, max_
     in that order, and only one shard is held at a time: a sharded run gathers its weights one tensor at a time."""
     from safetensors.torch import save_file
     directory = Path(directory)
-    itemsize = torch.empty((), dtype=dtype).element_size()
+    itemsize = dtype.itemsize
     shards, size = [[]], 0
     for key, shape in shapes.items():
         nbytes = math.prod(shape) * itemsize

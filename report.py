@@ -18,12 +18,12 @@ import sys
 from pathlib import Path
 
 from common import ArgumentParser, atomic_write, read_json, read_jsonl
+from evaluate import TITLES
 
 ROOT = Path(__file__).resolve().parent
 PUBLISHED = ROOT / "data" / "published.json"
 ARMS = {"base": "base model", "short": "short model M_S", "tldr": "TLDR", "static": "static 1:1 mixture"}
 PUBLISHED_NAMES = {"tldr": "TLDR", "static": "static 1:1"}  # the arms' names in data/published.json
-TITLES = {"gsm8k": "GSM8K", "math500": "MATH500", "aime24": "AIME24", "amc23": "AMC23"}
 
 
 def read_file(path: Path, rows=False):

@@ -39,10 +39,11 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from common import ID, PROBLEM_TYPES, TEXT, ArgumentParser, atomic_write, check_settings, read_jsonl, type_error
+from common import (ID, PROBLEM_TYPES, TEXT, ArgumentParser, atomic_write, check_settings, read_jsonl,
+                    row_type_error)
+from model import CacheIndex, KVCache, Transformer, attention_summary, model_path
 
 OUTPUT_TYPES = {"id": ID, "sample": int, "response": TEXT, "tokens": int, "finish": TEXT}  # a line of an output
-from model import CacheIndex, KVCache, Transformer, attention_summary, model_path
 
 # DeepSeek's recommended instruction for math; the user turn carries it, the answer starts with "<think>\n".
 INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
@@ -462,8 +463,7 @@ def read_lines(path: Path, own: bool) -> dict:
             try:
                 row = json.loads(line)
                 complaint = None if isinstance(row, dict) and {"id", "sample"} <= set(row) else "not a completion"
-                complaint = complaint or next((c for k, t in OUTPUT_TYPES.items() if k in row
-                                               for c in [type_error(k, row[k], t)] if c), None)
+                complaint = complaint or row_type_error(row, OUTPUT_TYPES)
             except (json.JSONDecodeError, UnicodeDecodeError):
                 row, complaint = None, "not valid JSON"
             if not line.endswith(b"\n"):
@@ -528,7 +528,8 @@ def check_stamp(out_path: Path, made: dict, done: dict, rows: list[dict]):
         if old != made:
             flat = lambda d: {f"{k}.{kk}" if isinstance(v, dict) else k: vv for k, v in d.items()
                               for kk, vv in (v.items() if isinstance(v, dict) else [(k, v)])}
-            diff = [f"{k}: {flat(old).get(k)} -> {v}" for k, v in flat(made).items() if flat(old).get(k) != v]
+            before, now = flat(old), flat(made)
+            diff = [f"{k}: {before.get(k)} -> {v}" for k, v in now.items() if before.get(k) != v]
             raise ValueError(f"{out_path} holds completions made otherwise ({'; '.join(diff)}); pass another --out, "
                              f"or delete {out_path} and {path.name} to start over")
     elif done:

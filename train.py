@@ -39,7 +39,7 @@ from common import (FRACTION, PROBLEM_TYPES, RULES, TEXT, above, at_least, atomi
 from model import (Config, KVCache, Transformer, Weights, attention_summary, checkpoints, commit_dir, model_path,
                    read_config, rope_inv_freq, saved_dtype, weight_shapes, write_weights)
 from ratio import Bounds, Mixture
-from sample import example_ids, generate, load_tokenizer, prompt_ids, stop_ids
+from sample import barrier, example_ids, generate, load_tokenizer, prompt_ids, stop_ids
 
 
 @dataclass
@@ -327,11 +327,6 @@ def all_gather_lists(items: list) -> list:
     return [x for part in out for x in part]
 
 
-def barrier():
-    if dist.is_initialized():
-        dist.barrier()
-
-
 def full(t: torch.Tensor) -> torch.Tensor:
     """The whole tensor of a (possibly) sharded parameter; collective under FSDP: every process calls it."""
     return t.full_tensor() if hasattr(t, "full_tensor") else t
@@ -479,8 +474,8 @@ def save_checkpoint(model, opt, cfg, state: dict, out_dir: Path, step: int, chos
         atomic_write(tmp / "train_state" / "state.json", json.dumps({**state, "world_size": world}, indent=1))
         commit_dir(tmp, final)
         # prune this run's checkpoints (never another's): keep the latest few, and the one the rule prefers so far
-        mine = [c for c in checkpoints(out_dir) if read_state(c) is not None
-                and read_state(c).get("run_id", "before-run-ids") == state["run_id"]]
+        mine = [c for c in checkpoints(out_dir)
+                if (read_state(c) or {}).get("run_id", "before-run-ids") == state["run_id"]]
         for old in mine[:-cfg.keep_checkpoints]:
             if old.name != f"step_{chosen_step or 0:06d}":
                 shutil.rmtree(old)
@@ -533,15 +528,16 @@ def resume_point(cfg, out_dir: Path, proc: Processes, log):
     """(checkpoint, state, master file) of the latest complete checkpoint to resume, or (None, None, None) for a
     new run. An interrupted write is a dot-directory, never taken. A new run never starts in a folder that holds
     another run: its checkpoints, metrics and choice would be mixed with (and its pruning would delete) those."""
+    saved = checkpoints(out_dir)
     if not cfg.resume:
-        taken = [p.name for p in checkpoints(out_dir)] + [f for f in ("metrics.jsonl",) if (out_dir / f).exists()]
+        taken = [p.name for p in saved] + [f for f in ("metrics.jsonl",) if (out_dir / f).exists()]
         if taken:
             raise SystemExit(f"{out_dir} holds a run already ({', '.join(taken[-2:])}): pass --resume to continue it "
                              f"or another out_dir; to start over, delete {out_dir} first")
         return None, None, None
-    if not checkpoints(out_dir):
+    if not saved:
         return None, None, None
-    ckpt = checkpoints(out_dir)[-1]
+    ckpt = saved[-1]
     state = read_state(ckpt)
     if state is None:
         raise SystemExit(f"{ckpt / 'train_state' / 'state.json'} is missing or damaged: the checkpoint cannot be "
@@ -815,7 +811,7 @@ def main(argv=None):
         raise SystemExit(f"error: {e}") from None
     config_name = " ".join(a for a in argv if not a.startswith("--")) or "defaults"
     if cfg.plan:  # the plan for the GPUs the recipe targets: FSDP2 with bf16 compute unless dtype says otherwise
-        dtype = torch.bfloat16 if cfg.dtype == "auto" else getattr(torch, cfg.dtype)
+        dtype = compute_dtype(cfg, torch.device("cuda"))
         return check_plan(cfg, config_name, cfg.plan_world, cfg.plan_gpu_gib * 2**30, dtype, True, print)
 
     # -----------------------------------------------------------------------------
