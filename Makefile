@@ -236,22 +236,18 @@ $(RUN)/eval/tldr/summary.json $(RUN)/eval/static/summary.json: $(RUN)/eval/%/sum
 TINY        ?= out/tiny
 TINY_SOURCE ?= ../shared/data
 TINY_BENCH  := $(addprefix $(TINY)/bench/,$(addsuffix .jsonl,$(BENCHES)))
-# each tiny benchmark file: a range of lines (sed's) of a file of TINY_SOURCE; the s1K stand-in is a slice of
-# MATH500 that no benchmark slice uses
-FROM_gsm8k_train    := gsm8k_train.jsonl
-LINES_gsm8k_train   := 1,24
-FROM_gsm8k_test     := gsm8k_test.jsonl
-LINES_gsm8k_test    := 1,6
-FROM_math500        := math500.jsonl
-LINES_math500       := 1,6
-FROM_aime24         := aime24.jsonl
-LINES_aime24        := 1,4
-FROM_amc23          := amc23.jsonl
-LINES_amc23         := 1,4
-FROM_aime_1983_2023 := aime_1983_2023.jsonl
+# each tiny benchmark file: a range of lines (sed's) of the file of the same name in TINY_SOURCE; the s1K
+# stand-in is a slice of MATH500 that no benchmark slice uses
+LINES_gsm8k_train    := 1,24
+LINES_gsm8k_test     := 1,6
+LINES_math500        := 1,6
+LINES_aime24         := 1,4
+LINES_amc23          := 1,4
 LINES_aime_1983_2023 := 1,24
-FROM_s1k            := math500.jsonl
-LINES_s1k           := 101,112
+LINES_s1k            := 101,112
+FROM_s1k             := math500
+# the source of the tiny file being made ($* is its name)
+TINY_FROM = $(TINY_SOURCE)/$(or $(FROM_$*),$*).jsonl
 TINY_MODEL := --hidden 64 --layers 2 --heads 4 --kv_heads 2 --intermediate 128 --context 2048
 FIT_STEPS  := 200
 # the checkpoint train.py writes at step FIT_STEPS
@@ -275,10 +271,10 @@ tiny-chain: $(TINY)/models/long/config.json $(TINY)/models/short/config.json
 		TRAIN_FLAGS="$(TINY_TRAIN)" EVAL_FLAGS="--max_new_tokens 128"
 
 $(TINY_BENCH): $(TINY)/bench/%.jsonl:
-	@test -f $(TINY_SOURCE)/$(FROM_$*) || { echo "error: $(TINY_SOURCE)/$(FROM_$*) not found: set TINY_SOURCE to \
+	@test -f $(TINY_FROM) || { echo "error: $(TINY_FROM) not found: set TINY_SOURCE to \
 	the benchmark files (python data/prepare.py writes them to data/bench)"; exit 1; }
 	@mkdir -p $(@D)
-	sed -n '$(LINES_$*)p' $(TINY_SOURCE)/$(FROM_$*) > $@.tmp && mv $@.tmp $@
+	sed -n '$(LINES_$*)p' $(TINY_FROM) > $@.tmp && mv $@.tmp $@
 
 # a stand-in: random weights (init/), fitted to its answer key; the final model directory appears last
 $(TINY)/models/%/config.json: $(TINY_BENCH)
