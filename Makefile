@@ -59,6 +59,9 @@ TLDR_FLAGS  ?=
 SAMPLES     ?= 4
 MAX_NEW     ?= 300
 SAMPLING    := --temperature 0.7 --top_p 1.0 --max_new_tokens $(MAX_NEW)
+# the test evaluation asks with the training prompt (the R1 one, without the instruction sentence for these
+# models): the paper's SkyThought prompts are text the tiny models never saw
+DEMO_EVAL   := --protocol deepseek --samples 1 --seed $(SEED)
 # a training run's folder stands for its latest checkpoint wherever a script takes --model; the long model is the
 # base model of the report (the one TLDR compresses); TLDR and the static mixture differ only in the mixture
 ARM_long       := base
@@ -104,12 +107,12 @@ $(DEMO)/tldr.done $(DEMO)/static.done: $(DEMO)/%.done: $(DEMO)/bounds.done $(DEM
 	touch $@
 
 $(DEMO)/eval-long.done $(DEMO)/eval-short.done: $(DEMO)/eval-%.done: $(DEMO)/%.done
-	$(PY) evaluate.py --model $(DEMO)/$* --bench $(DEMO)/data/test.jsonl --samples 1 --seed $(SEED) \
+	$(PY) evaluate.py --model $(DEMO)/$* --bench $(DEMO)/data/test.jsonl $(DEMO_EVAL) \
 		--temperature 0.7 --top_p 1.0 --max_new_tokens $(MAX_NEW) --out_dir $(DEMO)/eval/$(ARM_$*)
 	touch $@
 
 $(DEMO)/eval-tldr.done $(DEMO)/eval-static.done: $(DEMO)/eval-%.done: $(DEMO)/%.done
-	$(PY) evaluate.py --model $(DEMO)/$*/chosen.json --bench $(DEMO)/data/test.jsonl --samples 1 --seed $(SEED) \
+	$(PY) evaluate.py --model $(DEMO)/$*/chosen.json --bench $(DEMO)/data/test.jsonl $(DEMO_EVAL) \
 		--temperature 0.7 --top_p 1.0 --max_new_tokens $(MAX_NEW) --out_dir $(DEMO)/eval/$*
 	touch $@
 
@@ -140,6 +143,7 @@ S1_MAX_NEW     ?= 4096
 S2_SAMPLES     ?= 8
 S2_MAX_NEW     ?= 16000
 TRAIN_FLAGS    ?=
+STATIC_FLAGS   ?=
 EVAL_FLAGS     ?=
 DEV_SAMPLING   := --temperature 0.7 --top_p 1.0 --max_new_tokens $(DEV_MAX_NEW)
 BENCHES        := gsm8k_train gsm8k_test math500 aime24 amc23 aime_1983_2023 s1k
@@ -161,7 +165,8 @@ reproduce-7b: install gpu-ready
 reproduce-14b: install gpu-ready
 	$(MAKE) reproduce $(R1_14B)
 
-# the paper's ablation: the static 1:1 mixture with TLDR's budget (steps, batch, lr) and checkpoint choice
+# the paper's ablation: the static 1:1 mixture as the official run trained it (config/static.py: 1% warm-up,
+# then linear decay to 0; no dev evaluation) and evaluated it (its final model)
 reproduce-7b-static: install gpu-ready
 	$(MAKE) reproduce-static $(R1_7B)
 
@@ -189,8 +194,9 @@ report:
 $(addprefix $(BENCH_DIR)/,$(addsuffix .jsonl,$(BENCHES))): $(BENCH_DIR)/%.jsonl:
 	$(PY) data/prepare.py --out_dir $(BENCH_DIR) --only $*
 
+# the official dev set: the first DEV_SIZE problems of AIME 1983-2023, in file order
 $(RUN)/dev.jsonl: $(BENCH_DIR)/aime_1983_2023.jsonl
-	$(PY) data/build.py dev --problems $< --size $(DEV_SIZE) --seed 0 --out $@
+	$(PY) data/build.py dev --problems $< --size $(DEV_SIZE) --out $@
 
 $(RUN)/system1.jsonl: $(BENCH_DIR)/gsm8k_train.jsonl
 	$(call need_model,$(SHORT_MODEL))
@@ -207,26 +213,36 @@ $(RUN)/bounds.json: $(RUN)/dev.jsonl
 	$(call need_model,$(LONG_MODEL))
 	$(DATA_PARALLEL) data/build.py bounds --short $(SHORT_MODEL) --long $(LONG_MODEL) --problems $< --out $@ $(DEV_SAMPLING)
 
-# TLDR, and the static 1:1 mixture with the same settings but mixture=static; chosen.json (the paper's checkpoint
-# choice) is written when a run has finished
-$(RUN)/tldr/chosen.json $(RUN)/static/chosen.json: $(RUN)/%/chosen.json: $(RUN)/system1.jsonl $(RUN)/system2.jsonl \
-		$(RUN)/dev.jsonl $(RUN)/bounds.json
+# TLDR; chosen.json (the paper's checkpoint choice) is written when the run has finished
+$(RUN)/tldr/chosen.json: $(RUN)/system1.jsonl $(RUN)/system2.jsonl $(RUN)/dev.jsonl $(RUN)/bounds.json
 	$(call need_model,$(LONG_MODEL))
 	$(PY) -m torch.distributed.run $(TORCHRUN_FLAGS) train.py $(RECIPE) --model=$(LONG_MODEL) \
-		--mixture=$(MIXTURE_$*) --system1=$(RUN)/system1.jsonl --system2=$(RUN)/system2.jsonl \
-		--dev=$(RUN)/dev.jsonl --bounds=$(RUN)/bounds.json --dev_max_new_tokens=$(DEV_MAX_NEW) --out_dir=$(RUN)/$* \
+		--system1=$(RUN)/system1.jsonl --system2=$(RUN)/system2.jsonl \
+		--dev=$(RUN)/dev.jsonl --bounds=$(RUN)/bounds.json --dev_max_new_tokens=$(DEV_MAX_NEW) --out_dir=$(RUN)/tldr \
 		--resume $(TRAIN_FLAGS)
-	@test -f $@ || { echo "error: no checkpoint of $(RUN)/$* kept 0.7 x the long model's dev accuracy; see $(RUN)/$*/metrics.jsonl"; exit 1; }
+	@test -f $@ || { echo "error: no checkpoint of $(RUN)/tldr kept 0.7 x the long model's dev accuracy; see $(RUN)/tldr/metrics.jsonl"; exit 1; }
+
+# the static 1:1 mixture as the paper ran it: the recipe with config/static.py, no dev set, and its final
+# checkpoint is the model evaluated (the run's folder stands for it); train.done marks a finished run
+$(RUN)/static/train.done: $(RUN)/system1.jsonl $(RUN)/system2.jsonl
+	$(call need_model,$(LONG_MODEL))
+	$(PY) -m torch.distributed.run $(TORCHRUN_FLAGS) train.py $(RECIPE) config/static.py --model=$(LONG_MODEL) \
+		--system1=$(RUN)/system1.jsonl --system2=$(RUN)/system2.jsonl --out_dir=$(RUN)/static --resume \
+		$(TRAIN_FLAGS) $(STATIC_FLAGS)
+	touch $@
 
 $(RUN)/eval/base/summary.json: $(addprefix $(BENCH_DIR)/,gsm8k_test.jsonl math500.jsonl aime24.jsonl amc23.jsonl)
 	$(call need_model,$(LONG_MODEL))
 	$(DATA_PARALLEL) evaluate.py --model $(LONG_MODEL) --bench gsm8k,math500,aime24,amc23 --protocol tldr-paper \
 		--data_dir $(BENCH_DIR) --out_dir $(RUN)/eval/base $(EVAL_FLAGS)
 
-# the chosen checkpoint of TLDR (or static) on the four benchmarks, against the base model
-$(RUN)/eval/tldr/summary.json $(RUN)/eval/static/summary.json: $(RUN)/eval/%/summary.json: $(RUN)/%/chosen.json \
-		$(RUN)/eval/base/summary.json
-	$(DATA_PARALLEL) evaluate.py --model $< \
+# the chosen checkpoint of TLDR, and the final one of the static mixture, on the four benchmarks, against the base
+EVALUATED_tldr   := $(RUN)/tldr/chosen.json
+EVALUATED_static := $(RUN)/static
+$(RUN)/eval/tldr/summary.json: $(RUN)/tldr/chosen.json
+$(RUN)/eval/static/summary.json: $(RUN)/static/train.done
+$(RUN)/eval/tldr/summary.json $(RUN)/eval/static/summary.json: $(RUN)/eval/%/summary.json: $(RUN)/eval/base/summary.json
+	$(DATA_PARALLEL) evaluate.py --model $(EVALUATED_$*) \
 		--bench gsm8k,math500,aime24,amc23 --protocol tldr-paper --data_dir $(BENCH_DIR) --out_dir $(RUN)/eval/$* \
 		--compare $(RUN)/eval/base/summary.json $(EVAL_FLAGS)
 
@@ -260,6 +276,8 @@ KEY_long  := $(filter-out $(TINY)/bench/gsm8k_train.jsonl,$(TINY_BENCH))
 KEY_short := $(TINY)/bench/gsm8k_train.jsonl $(TINY)/bench/aime_1983_2023.jsonl
 TINY_TRAIN := --max_steps=4 --global_batch=8 --row_tokens=4096 --max_len=2048 --eval_interval=2 --save_interval=2 \
 	--dev_batch_size=16
+# the static arm's warm-up, 1% of its 4 steps rounded up as Hugging Face does (the recipe's 20 is 1% of 2000)
+TINY_STATIC := --warmup_steps=1
 
 reproduce-tiny: install
 	$(MAKE) tiny-chain
@@ -268,7 +286,7 @@ reproduce-tiny: install
 tiny-chain: $(TINY)/models/long/config.json $(TINY)/models/short/config.json
 	$(MAKE) reproduce reproduce-static PUBLISHED=7b RUN=$(TINY)/run BENCH_DIR=$(TINY)/bench LONG_MODEL=$(TINY)/models/long \
 		SHORT_MODEL=$(TINY)/models/short NPROC=2 DEV_SIZE=16 DEV_MAX_NEW=128 S1_MAX_NEW=64 S2_SAMPLES=2 S2_MAX_NEW=128 \
-		TRAIN_FLAGS="$(TINY_TRAIN)" EVAL_FLAGS="--max_new_tokens 128"
+		TRAIN_FLAGS="$(TINY_TRAIN)" STATIC_FLAGS="$(TINY_STATIC)" EVAL_FLAGS="--max_new_tokens 128"
 
 $(TINY_BENCH): $(TINY)/bench/%.jsonl:
 	@test -f $(TINY_FROM) || { echo "error: $(TINY_FROM) not found: set TINY_SOURCE to \

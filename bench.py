@@ -228,7 +228,7 @@ def train_side(side, path, examples, steps, global_batch, row_tokens, micro_batc
         n_target = sum(len(ids) - n for ids, n in batch)
         if side == "ours":  # train.py: packed rows, loss over the global batch's completion tokens
             for row in train.split_and_pack(batch, 1, row_tokens)[0]:
-                ids, pos, tgt = train.make_row([batch[i] for i in row], "cpu")
+                ids, pos, tgt, _ = train.make_row([batch[i] for i in row], "cpu")
                 (model(ids, pos, targets=tgt) / n_target).backward()
         else:  # Hugging Face Trainer: micro-batches of examples padded to the longest, mean loss per micro-batch
             for i in range(0, global_batch, micro_batch):
@@ -358,7 +358,7 @@ def gpu_fsdp_steps(path, device, steps=2):
     g = torch.Generator().manual_seed(2)
     examples = [(torch.randint(0, 200, (int(n),), generator=g).tolist(), 16) for n in (300, 900, 500, 1200)]
     plans = train.split_and_pack(examples, 1, 2048)
-    n_target = sum(train.completion_tokens(e) for e in examples)
+    scales = train.token_scales(examples, "token", 0)
     losses, params = [], []
     for sharded in (False, True):  # (FSDP2 needs a process group: the caller holds a group_of_one)
         model = M.Transformer.from_pretrained(path, dtype=torch.float32, device=device).train()
@@ -367,7 +367,7 @@ def gpu_fsdp_steps(path, device, steps=2):
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
         run = []
         for _ in range(steps):
-            run.append(train.forward_backward(model, examples, plans, 0, n_target, 1.0, device)[0])
+            run.append(train.forward_backward(model, examples, scales, plans, 0, 1.0, device)[0])
             opt.step()
             opt.zero_grad(set_to_none=True)
         losses.append(run)
@@ -417,7 +417,7 @@ def gpu_training(path, device, tokens):
     from transformers import AutoModelForCausalLM
     g = torch.Generator().manual_seed(4)
     examples = [(torch.randint(0, 200, (tokens // 4,), generator=g).tolist(), tokens // 16) for _ in range(4)]
-    n_target = sum(train.completion_tokens(e) for e in examples)
+    scales = train.token_scales(examples, "token", 0)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     peak = next((f for k, f in PEAK_BF16_FLOPS.items() if k in name), None)
     results = {}
@@ -440,7 +440,7 @@ def gpu_training(path, device, tokens):
         for _ in range(3):  # the first step warms up
             t0 = time.perf_counter()
             if side == "ours":
-                train.forward_backward(model, examples, plans, 0, n_target, 1.0, device)
+                train.forward_backward(model, examples, scales, plans, 0, 1.0, device)
             else:
                 model(input_ids=ids, labels=ids).loss.backward()
             opt.step()

@@ -42,13 +42,33 @@ BENCHMARKS = {
 }
 TITLES = {"gsm8k": "GSM8K", "math500": "MATH500", "aime24": "AIME24", "amc23": "AMC23", "dev": "Dev (AIME 83-23)"}
 
-# Named sampling protocols; every setting can be overridden on the command line.
+# The paper's prompts: SkyThought's task templates (skythought/skythought_evals/tasks/*/*.yaml of the official
+# release), the whole user turn, no system prompt. GSM8K's is the one its published logs show (the
+# input_conversation of reason_eval_log/DS-R1-7B-TLDR/.../gsm8k/*.json): the yaml at a460888 ends with a
+# "\n<think>" that those logs do not have. Any other benchmark gets the math template.
+BOXED = "Return your final response within \\boxed{{}}. {problem}"
+SKYTHOUGHT_PROMPTS = {
+    "gsm8k": "Given the following problem, reason and give a final answer to the problem.\nProblem: {problem}\n"
+             "Your response should end with \"The final answer is [answer]\" where [answer] is the response to the "
+             "problem.",
+    "math500": BOXED, "aime24": BOXED, "amc23": BOXED,
+}
+
+# Named protocols; every sampling setting can be overridden on the command line. prompts: {benchmark: user-turn
+# template} (None: the R1 prompt that training uses, sample.prompt_text)
 PROTOCOLS = {
     # DeepSeek's protocol for the R1 models (R1 paper / model card); one sample per problem unless --samples
-    "deepseek": dict(temperature=0.6, top_p=0.95, max_new_tokens=32768, samples={}),
-    # the TLDR paper: AIME24 and AMC23 are small, so 8 samples each and accuracy averaged over them
-    "tldr-paper": dict(temperature=0.7, top_p=1.0, max_new_tokens=8192, samples={"aime24": 8, "amc23": 8}),
+    "deepseek": dict(temperature=0.6, top_p=0.95, max_new_tokens=32768, samples={}, prompts=None),
+    # the TLDR paper (eval_script/eval_tldr_weight.sh): AIME24 and AMC23 are small, so 8 samples each and
+    # accuracy averaged over them; SkyThought's prompts
+    "tldr-paper": dict(temperature=0.7, top_p=1.0, max_new_tokens=8192, samples={"aime24": 8, "amc23": 8},
+                       prompts=SKYTHOUGHT_PROMPTS),
 }
+
+
+def prompt_template(protocol: str, bench: str) -> str | None:
+    prompts = PROTOCOLS[protocol]["prompts"]
+    return None if prompts is None else prompts.get(bench, BOXED)
 
 # -----------------------------------------------------------------------------
 # Metrics and reports
@@ -265,6 +285,9 @@ def run_evaluation(args):
     log = print if rank == 0 else (lambda *a, **k: None)
     log(attention_summary(device, model.lm_head.weight.dtype))
 
+    # the user turn of every benchmark's prompts, as the summary and the report show it
+    r1_prompt = "\n".join(filter(None, ["{problem}", tok.init_kwargs.get("prompt_instruction", sample.INSTRUCTION)]))
+    settings["prompts"] = {b: prompt_template(args.protocol, b) or r1_prompt for b in problems}
     summary = {"model": args.model, "settings": settings, "benchmarks": {}}
     for b, rows in problems.items():
         n = args.samples or PROTOCOLS[args.protocol]["samples"].get(b, 1)
@@ -274,7 +297,8 @@ def run_evaluation(args):
         # sample_file appends each completion as it finishes and skips the (id, sample) pairs already done
         try:
             done = sample.sample_file(model, tok, [{k: p[k] for k in keep if k in p} for p in rows], out, n=n,
-                                      batch_size=args.batch_size, max_new_tokens=settings["max_new_tokens"],
+                                      template=prompt_template(args.protocol, b), batch_size=args.batch_size,
+                                      max_new_tokens=settings["max_new_tokens"],
                                       temperature=settings["temperature"], top_p=settings["top_p"], seed=args.seed)
         except ValueError as e:  # a damaged responses file
             sys.exit(f"error: {e}")

@@ -330,8 +330,9 @@ class Block(nn.Module):
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
-def cross_entropy_sum(h, targets, weight):
-    return F.cross_entropy(F.linear(h, weight).float(), targets, reduction="sum")
+def cross_entropy_sum(h, targets, scale, weight):
+    loss = F.cross_entropy(F.linear(h, weight).float(), targets, reduction="none")
+    return loss.sum() if scale is None else (loss * scale).sum()
 
 
 class Transformer(nn.Module):
@@ -356,9 +357,10 @@ class Transformer(nn.Module):
                                                 and torch.device(device).type == "cuda")
 
     def forward(self, input_ids, positions=None, cache: KVCache | None = None, index: CacheIndex | None = None,
-                targets=None):
+                targets=None, scale=None):
         """Hidden states (B, T, hidden_size); with `targets` (B, T; -100 = no loss) the summed cross-entropy
-        over the target tokens instead, computed in chunks so the (tokens x vocab) logits never exist at once."""
+        over the target tokens instead (each token's times its `scale`, B x T floats, when given), computed in
+        chunks so the (tokens x vocab) logits never exist at once."""
         B, T = input_ids.shape
         if positions is None:
             positions = torch.arange(T, device=input_ids.device).expand(B, T)
@@ -373,17 +375,19 @@ class Transformer(nn.Module):
             else:
                 x = block(x, cos, sin, info)
         x = self.model.norm(x)
-        return x.view(B, T, -1) if targets is None else self.loss_sum(x, targets.reshape(-1))
+        if targets is None:
+            return x.view(B, T, -1)
+        return self.loss_sum(x, targets.reshape(-1), None if scale is None else scale.reshape(-1))
 
-    def loss_sum(self, x, targets):
+    def loss_sum(self, x, targets, scale=None):
         keep = targets != -100
-        h, t = x[keep], targets[keep]
+        h, t, s = x[keep], targets[keep], None if scale is None else scale[keep]
         # each chunk's logits are recomputed in backward rather than kept: 16k tokens x 152k vocab is 10 GB
         total = (x[:1] * 0).sum()  # keeps the graph connected (and every parameter in it) when no token counts
         for i in range(0, len(t), self.loss_chunk):
             total = total + torch.utils.checkpoint.checkpoint(
-                cross_entropy_sum, h[i:i + self.loss_chunk], t[i:i + self.loss_chunk], self.lm_head.weight,
-                use_reentrant=False)
+                cross_entropy_sum, h[i:i + self.loss_chunk], t[i:i + self.loss_chunk],
+                None if s is None else s[i:i + self.loss_chunk], self.lm_head.weight, use_reentrant=False)
         return total
 
     # -- checkpoints -----------------------------------------------------------

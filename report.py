@@ -49,7 +49,9 @@ def arm_results(run: Path, notes: list) -> dict:
             if key != "short":  # only the demo evaluates the short model
                 notes.append(f"no {label}: {run / 'eval' / key / 'summary.json'} is not there")
             continue
-        arms[key] = {"label": label, "model": summary["model"], "benchmarks": {
+        settings = summary.get("settings", {})
+        arms[key] = {"label": label, "model": summary["model"], "protocol": settings.get("protocol"),
+                     "prompts": settings.get("prompts", {}), "benchmarks": {
             b: {"accuracy": m["accuracy"], "accuracy_paper": m.get("accuracy_paper"), "tokens": m["tokens"],
                 **({"by_level": m["by_level"]} if "by_level" in m else {})}
             for b, m in summary["benchmarks"].items()}}
@@ -162,6 +164,7 @@ def render(report) -> str:
                   "| --- | --- | --- | ---: | ---: |"]
         lines += [f"| {TITLES.get(b, b)} | {arm['label']} | {lv} | {pct(x['accuracy'])} | {tokens(x['tokens'])} |"
                   for b, key, arm in levels for lv, x in arm["benchmarks"][b]["by_level"].items()]
+    lines += prompt_lines(report)
     lines += training_lines(report)
     if report["published"]:
         lines += ["", f"Published numbers: {report['published']['source']}."]
@@ -169,6 +172,20 @@ def render(report) -> str:
         lines += ["", "Notes:", ""] + [f"- {n}" for n in report["notes"]]
     lines += ["", "![training run](training.png)", "", "![accuracy against tokens](tradeoff.png)"]
     return "\n".join(lines) + "\n"
+
+
+def prompt_lines(report) -> list[str]:
+    """The user turn each model was asked with, per benchmark ({problem} stands for the problem): one list when
+    every model saw the same, else one per model."""
+    seen = {key: json.dumps([arm["protocol"], arm["prompts"]]) for key, arm in report["arms"].items()}
+    lines = []
+    for value in dict.fromkeys(seen.values()):
+        keys, (protocol, prompts) = [k for k in seen if seen[k] == value], json.loads(value)
+        lines.append("")
+        lines.append(f"Prompts of {', '.join(ARMS[k] for k in keys)} (protocol {protocol}; user turn):")
+        shown = {b: t.format(problem="{problem}").replace("\n", "\\n") for b, t in prompts.items()}
+        lines += [f"- {TITLES.get(b, b)}: `{t}`" for b, t in shown.items()]
+    return lines
 
 
 def training_lines(report) -> list[str]:
@@ -181,6 +198,10 @@ def training_lines(report) -> list[str]:
                       f"{pct(0.7 * bounds['long']['accuracy'])}%."]
     for key, run in report["training"].items():
         chosen = run["chosen"]
+        if not run["evals"]:  # the paper's static arm: no dev set, its final model is the one evaluated
+            lines.append(f"- {ARMS[key]}: no dev evaluation; its final checkpoint (step {run['weights'][-1][0]}) "
+                         f"is the one evaluated.")
+            continue
         lines.append(f"- {ARMS[key]}: {len(run['evals'])} dev evaluations; " + (
             f"chosen step {chosen['step']} ({tokens(chosen['dev_tokens'])} dev tokens, dev accuracy "
             f"{pct(chosen['dev_acc'])}%)." if chosen else "no checkpoint passed the rule."))

@@ -80,7 +80,14 @@ def load_tokenizer(path):
     return tok
 
 
-def prompt_text(tok, problem: str) -> str:
+def prompt_text(tok, problem: str, template: str | None = None) -> str:
+    """A problem as the model's prompt. template=None: the R1 prompt (the problem, then DeepSeek's instruction;
+    the answer starts with "<think>\n"), the one prompt of training, dev evaluation and the deepseek protocol.
+    A template (a format string with {problem}) is the user turn as SkyThought renders it for the paper's test
+    table: no system prompt, the model's chat template as it is (vLLM's LLM.chat), nothing added."""
+    if template is not None:
+        return tok.apply_chat_template([{"role": "user", "content": template.format(problem=problem)}],
+                                       tokenize=False, add_generation_prompt=True)
     # a tokenizer_config.json may set its own "prompt_instruction" (the demo's tiny models use "": no sentence)
     instruction = tok.init_kwargs.get("prompt_instruction", INSTRUCTION)
     if instruction and instruction not in problem:  # chat data may carry it already
@@ -94,9 +101,9 @@ def prompt_text(tok, problem: str) -> str:
     return text + "<think>\n"
 
 
-def prompt_ids(tok, problem: str) -> list[int]:
+def prompt_ids(tok, problem: str, template: str | None = None) -> list[int]:
     # the template already starts with BOS: encoding with special tokens again would add a second one
-    return tok(prompt_text(tok, problem), add_special_tokens=False)["input_ids"]
+    return tok(prompt_text(tok, problem, template), add_special_tokens=False)["input_ids"]
 
 
 def example_ids(tok, problem: str, response: str) -> tuple[list[int], int]:
@@ -507,9 +514,10 @@ def merge_parts(out_path: Path, rows: list[dict]):
 STAMPED = {"temperature": 0.0, "top_p": 1.0, "top_k": 0, "max_new_tokens": None, "seed": 0}
 
 
-def stamp(model, tok, settings: dict) -> dict:
+def stamp(model, tok, settings: dict, template: str | None = None) -> dict:
     """The model (its files), the prompt format and the sampling settings that made an output file."""
-    template = tok.chat_template + "\0" + tok.init_kwargs.get("prompt_instruction", INSTRUCTION)
+    user_turn = template if template is not None else tok.init_kwargs.get("prompt_instruction", INSTRUCTION)
+    template = tok.chat_template + "\0" + user_turn
     return {"model": getattr(model, "source", None),
             "prompt_format": hashlib.sha256(template.encode()).hexdigest()[:16],
             "sampling": {k: settings.get(k, default) for k, default in STAMPED.items()}}
@@ -543,10 +551,10 @@ def check_stamp(out_path: Path, made: dict, done: dict, rows: list[dict]):
     return path
 
 
-def sample_file(model, tok, rows: list[dict], out_path, n=1, progress=True, **settings) -> list[dict]:
+def sample_file(model, tok, rows: list[dict], out_path, n=1, progress=True, template=None, **settings) -> list[dict]:
     """Generate n completions for each row ({"id", "problem", ...}) into out_path (JSON Lines), skipping what is
-    already there; under torchrun each process takes every world-th row. Prompts longer than the context are
-    counted and skipped. Returns every row of the output file (on every process)."""
+    already there; under torchrun each process takes every world-th row. Prompts (prompt_text with `template`)
+    longer than the context are counted and skipped. Returns every row of the output file (on every process)."""
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     rank, world = rank_and_world()
@@ -554,7 +562,7 @@ def sample_file(model, tok, rows: list[dict], out_path, n=1, progress=True, **se
     done = {**read_lines(out_path, own=False), **read_lines(mine, own=True)}
     for part in part_files(out_path):
         done.update(read_lines(part, own=False) if part != mine else {})
-    made = stamp(model, tok, settings)
+    made = stamp(model, tok, settings, template)
     stamp_path = check_stamp(out_path, made, done, rows)
     barrier()  # every process has read the files before any appends to its own
     if rank == 0:
@@ -562,7 +570,7 @@ def sample_file(model, tok, rows: list[dict], out_path, n=1, progress=True, **se
     context = model.config.max_position_embeddings
     todo, too_long = [], []
     for row in rows[rank::world]:
-        ids = prompt_ids(tok, row["problem"])
+        ids = prompt_ids(tok, row["problem"], template)
         if len(ids) >= context:
             too_long.append(str(row["id"]))
         elif any((str(row["id"]), j) not in done for j in range(n)):

@@ -5,17 +5,23 @@ weights ratio.py re-balances from a dev evaluation every `eval_interval` steps.
     python train.py config/r1_7b.py --out_dir=out/r1_7b                      # one process
     torchrun --nproc_per_node=8 train.py config/r1_7b.py                     # FSDP2 over 8 GPUs
     torchrun --nproc_per_node=8 train.py config/r1_7b.py --resume            # continue the latest checkpoint
-    python train.py config/r1_7b.py --mixture=static --out_dir=out/static    # the static 1:1 ablation
+    python train.py config/r1_7b.py config/static.py --out_dir=out/static     # the paper's static 1:1 ablation
 
 Configuration: the defaults are the TrainConfig fields below; config files (Python assignments of
 literals, `lr = 1e-5`; `base = "r1_7b.py"` reads that file first), read in order, override them, and
 `--key=value` flags override all. The resolved configuration is saved in every checkpoint.
 
 Each optimizer step draws `global_batch` examples from the two sets in proportion to the mixture weights,
-spreads them over the processes, packs each process's share into rows of at most `row_tokens` tokens (no
-attention across examples) and accumulates one row per micro-batch. The loss is the summed cross-entropy of
-the completion tokens (prompts are masked) divided by the number of completion tokens of the whole global
-batch, so the gradient is the same however the batch is split into rows and processes.
+gives every process exactly global_batch / world of them, packs each share into rows of at most `row_tokens`
+tokens (no attention across examples) and accumulates one row per micro-batch. The loss is a weighted sum of
+the completion tokens' cross-entropy (prompts are masked); `loss_norm` sets the weights (token_scales):
+    sequence  each example's mean token loss, averaged over the batch: every example weighs the same (the
+              official 7B run: one sequence per GPU, Hugging Face's per-device token mean, averaged over GPUs)
+    group     the token mean within groups of `loss_group` consecutive examples, averaged over the groups (the
+              official 14B run: each GPU's token mean over its 4 accumulated sequences)
+    token     the summed loss over the batch's completion tokens: every token weighs the same
+The weights are fixed by the drawn batch alone, so the gradient is the same however it is split into rows and
+processes.
 """
 
 import ast
@@ -59,12 +65,14 @@ class TrainConfig:
     c: float = 1e-4
     # optimisation
     max_steps: int = 2000
-    global_batch: int = 64         # examples per optimizer step, over all processes
+    global_batch: int = 8          # examples per optimizer step, over all processes (a multiple of their number)
+    loss_norm: str = "sequence"    # sequence | group | token: how tokens are weighted in the loss (see above)
+    loss_group: int = 4            # loss_norm=group: examples per group
     row_tokens: int = 16384        # token budget of a packed row; one row is one micro-batch
     max_len: int = 16000           # longer examples are skipped and counted, never cut
     lr: float = 1e-5
-    lr_schedule: str = "constant"  # constant | cosine
-    warmup_steps: int = 0
+    lr_schedule: str = "constant"  # constant | linear (to 0 at max_steps) | cosine (to min_lr)
+    warmup_steps: int = 0          # lr rises linearly from 0 over these steps
     min_lr: float = 0.0            # the end of the cosine schedule
     weight_decay: float = 0.0
     beta1: float = 0.9
@@ -98,7 +106,8 @@ class TrainConfig:
 # what every numeric setting may be (checked with the config, before any work)
 TRAIN_RULES = {
     "w_short": between(0, 1), "eta": at_least(0), "c": between(0, 1), "max_steps": at_least(1),
-    "global_batch": at_least(1), "row_tokens": at_least(1), "max_len": at_least(1), "lr": above(0),
+    "global_batch": at_least(1), "loss_group": at_least(1), "row_tokens": at_least(1), "max_len": at_least(1),
+    "lr": above(0),
     "min_lr": at_least(0), "warmup_steps": at_least(0), "weight_decay": at_least(0), "beta1": between(0, 1, True),
     "beta2": between(0, 1, True), "grad_clip": at_least(0), "eval_interval": at_least(1),
     "dev_max_new_tokens": RULES["max_new_tokens"], "dev_temperature": RULES["temperature"], "dev_top_p": FRACTION,
@@ -215,12 +224,14 @@ def load_examples(path, tok, max_len, name):
 
 
 def split_and_pack(examples, world, row_tokens):
-    """Spread a step's examples over the processes (longest first, each to the least loaded process), then
-    pack each share into rows first-fit decreasing. Deterministic, so every process computes the same plan."""
+    """Give each process exactly len(examples) / world of a step's examples (longest first, each to the least
+    loaded process that still has room for one), then pack each share into rows first-fit decreasing.
+    Deterministic, so every process computes the same plan."""
     order = sorted(range(len(examples)), key=lambda i: (-len(examples[i][0]), i))
+    per_process = -(-len(examples) // world)  # exact when world divides the batch, as train.py requires
     shares, loads = [[] for _ in range(world)], [0] * world
     for i in order:
-        r = loads.index(min(loads))
+        r = min((r for r in range(world) if len(shares[r]) < per_process), key=lambda r: loads[r])
         shares[r].append(i)
         loads[r] += len(examples[i][0])
     plans = []
@@ -239,19 +250,34 @@ def split_and_pack(examples, world, row_tokens):
     return plans
 
 
-def make_row(examples, device):
-    """One packed row: ids, positions restarting per example, and targets (the next token where it is a
-    completion token of the same example, else -100)."""
-    ids, pos, tgt = [], [], []
-    for seq, n_prompt in examples:
+def token_scales(examples, loss_norm: str, loss_group: int) -> list[float]:
+    """The weight of each completion token of each example in the step's loss; they sum to 1 over the batch.
+    The examples are cut into groups (one per example under `sequence`, one for the batch under `token`, else
+    loss_group consecutive ones); each group weighs 1 / groups, shared equally by its completion tokens."""
+    size = {"sequence": 1, "token": len(examples)}.get(loss_norm, loss_group)
+    groups = [range(g, min(g + size, len(examples))) for g in range(0, len(examples), size)]
+    scales = [0.0] * len(examples)
+    for group in groups:
+        tokens = max(sum(completion_tokens(examples[i]) for i in group), 1)
+        for i in group:
+            scales[i] = 1 / (len(groups) * tokens)
+    return scales
+
+
+def make_row(examples, device, scales=None):
+    """One packed row: ids, positions restarting per example, targets (the next token where it is a completion
+    token of the same example, else -100) and each target's weight in the loss (its example's scale; 1 if none)."""
+    ids, pos, tgt, wts = [], [], [], []
+    for k, (seq, n_prompt) in enumerate(examples):
         ids += seq
         pos += range(len(seq))
         tgt += [seq[j + 1] if j + 1 >= n_prompt else -100 for j in range(len(seq) - 1)] + [-100]
-    as_tensor = lambda x: torch.tensor([x], device=device)
-    return as_tensor(ids), as_tensor(pos), as_tensor(tgt)
+        wts += [1.0 if scales is None else scales[k]] * len(seq)
+    as_tensor = lambda x, dtype=None: torch.tensor([x], dtype=dtype, device=device)
+    return as_tensor(ids), as_tensor(pos), as_tensor(tgt), as_tensor(wts, torch.float32)
 
 
-def forward_backward(model, examples, plans, rank, n_target, grad_clip, device):
+def forward_backward(model, examples, scales, plans, rank, grad_clip, device):
     """The gradients of one optimizer step (one packed row per micro-batch), clipped. Returns the loss, summed
     over processes, and the gradient norm before clipping."""
     # every process runs as many micro-batches as the busiest one (FSDP's collectives must match);
@@ -259,9 +285,9 @@ def forward_backward(model, examples, plans, rank, n_target, grad_clip, device):
     loss_sum = 0.0
     my_rows = plans[rank] or [[0]]
     for r in range(max(len(p) for p in plans)):
-        ids, pos, tgt = make_row([examples[i] for i in my_rows[min(r, len(my_rows) - 1)]], device)
-        weight = 1.0 if r < len(plans[rank]) else 0.0
-        loss = model(ids, pos, targets=tgt) * (weight / n_target)
+        row = my_rows[min(r, len(my_rows) - 1)]
+        ids, pos, tgt, wts = make_row([examples[i] for i in row], device, [scales[i] for i in row])
+        loss = model(ids, pos, targets=tgt, scale=wts) * (1.0 if r < len(plans[rank]) else 0.0)
         loss.backward()
         loss_sum += loss.item()
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip > 0 else float("inf"))
@@ -644,6 +670,9 @@ def plan_report(cfg, config_name: str, world: int, gpu_bytes: float, dtype, shar
     gib = 2**30
     lines = [f"memory plan: {Path(cfg.model).name}, {world} process(es), row_tokens {cfg.row_tokens}, "
              f"{str(dtype).removeprefix('torch.')} compute, activation checkpointing {cfg.activation_checkpointing}"]
+    share = -(-cfg.global_batch // world)
+    lines.append(f"  a step's work: {cfg.global_batch} examples of <= {cfg.max_len} tokens, {share} per process: <= "
+                 f"{share * cfg.max_len} tokens per process, <= {cfg.global_batch * cfg.max_len} in all")
     for phase, parts in plan.items():
         lines.append(f"  {phase}: {sum(parts.values()) / gib:.1f} GiB")
         lines += [f"    {n / gib:8.2f} GiB  {what}" for what, n in parts.items() if n]
@@ -665,12 +694,17 @@ def check_plan(cfg, config_name, world, gpu_bytes, dtype, sharded, log):
 # -----------------------------------------------------------------------------
 
 def lr_at(cfg, step):
-    if step <= cfg.warmup_steps:
-        return cfg.lr * step / max(cfg.warmup_steps, 1)
-    if cfg.lr_schedule == "constant":
-        return cfg.lr
-    progress = (step - cfg.warmup_steps) / max(cfg.max_steps - cfg.warmup_steps, 1)
-    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * progress))
+    """The lr of optimizer step `step` (1, 2, ...): Hugging Face's schedule at its step - 1, as the official runs
+    used it (get_scheduler: with warm-up, the first update runs at lr 0)."""
+    s = step - 1
+    if s < cfg.warmup_steps:
+        return cfg.lr * s / cfg.warmup_steps
+    progress = (s - cfg.warmup_steps) / max(cfg.max_steps - cfg.warmup_steps, 1)
+    if cfg.lr_schedule == "linear":
+        return cfg.lr * (1 - progress)
+    if cfg.lr_schedule == "cosine":
+        return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * progress))
+    return cfg.lr
 
 
 def validate(cfg: TrainConfig):
@@ -678,8 +712,12 @@ def validate(cfg: TrainConfig):
     problems = []
     if cfg.mixture not in ("dynamic", "static"):
         problems.append(f"mixture={cfg.mixture!r}: use dynamic or static")
-    if cfg.lr_schedule not in ("constant", "cosine"):
-        problems.append(f"lr_schedule={cfg.lr_schedule!r}: use constant or cosine")
+    if cfg.lr_schedule not in ("constant", "linear", "cosine"):
+        problems.append(f"lr_schedule={cfg.lr_schedule!r}: use constant, linear or cosine")
+    if cfg.loss_norm not in ("sequence", "group", "token"):
+        problems.append(f"loss_norm={cfg.loss_norm!r}: use sequence, group or token")
+    if cfg.loss_norm == "group" and cfg.global_batch % cfg.loss_group:
+        problems.append(f"loss_group={cfg.loss_group} does not divide global_batch={cfg.global_batch}")
     if cfg.dtype not in ("auto", "float32", "bfloat16"):
         problems.append(f"dtype={cfg.dtype!r}: use auto, float32 or bfloat16")
     if cfg.mixture == "dynamic" and not (cfg.dev and cfg.bounds) and not cfg.plan:
@@ -760,8 +798,9 @@ def train_step(step, cfg, model, opt, mixture, data: RunData, proc: Processes, o
     drawn = mixture.draw(step, cfg.global_batch, data.sizes, cfg.seed)
     examples = [data.examples[system][i] for system, i in drawn]
     plans = split_and_pack(examples, proc.world, cfg.row_tokens)
+    scales = token_scales(examples, cfg.loss_norm, cfg.loss_group)
+    loss, grad_norm = forward_backward(model, examples, scales, plans, proc.rank, cfg.grad_clip, proc.device)
     n_target = sum(completion_tokens(e) for e in examples)
-    loss, grad_norm = forward_backward(model, examples, plans, proc.rank, n_target, cfg.grad_clip, proc.device)
     if not math.isfinite(loss) or not math.isfinite(grad_norm):
         last = checkpoints(out_dir)
         raise SystemExit(f"loss {loss} / grad norm {grad_norm} at step {step}: stopping before the update. "
@@ -818,6 +857,9 @@ def main(argv=None):
     # processes, data, mixture
     proc = setup_processes(cfg)
     log = print if proc.rank == 0 else (lambda *a, **k: None)
+    if cfg.global_batch % proc.world:
+        raise SystemExit(f"global_batch={cfg.global_batch} is not a multiple of the {proc.world} processes: each "
+                         f"process trains on an equal share of every step's examples")
     if proc.device.type == "cuda":  # refuse a run that would run out of memory, before loading anything
         gpu_bytes = torch.cuda.get_device_properties(proc.device).total_memory
         check_plan(cfg, config_name, proc.world, gpu_bytes, proc.dtype, proc.sharded, log)

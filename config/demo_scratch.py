@@ -1,5 +1,6 @@
 """make demo: what training the long and the short model from scratch share (read before demo_long.py or
 demo_short.py). A high lr with a cosine decay: the 0.46M-parameter models start from random weights."""
+loss_norm = "token"             # pre-training from scratch: every token weighs the same
 row_tokens = 1024
 max_len = 1024
 lr = 3e-3

@@ -9,7 +9,7 @@ so a killed run resumes where it stopped), then writes OUT in one atomic step.
     # System-1: the short model answers each easy problem once; correct answers are kept
     python data/build.py system1 --model Qwen/Qwen2.5-7B-Instruct --problems data/bench/gsm8k_train.jsonl \
         --out data/r1_7b/system1.jsonl --samples 1 --temperature 0.7 --max_new_tokens 4096
-    # the dev set: 512 problems of AIME 1983-2023, drawn with a seed (kept in the source's order)
+    # the dev set: the first 512 problems of AIME 1983-2023 in file order, the official one (--draw seeded: a draw)
     python data/build.py dev --problems data/bench/aime_1983_2023.jsonl --size 512 --out data/r1_7b/dev.jsonl
     # bounds: both models on the same dev problems with the sampling settings of the dev evaluation
     python data/build.py bounds --short Qwen/Qwen2.5-7B-Instruct --long deepseek-ai/DeepSeek-R1-Distill-Qwen-7B \
@@ -103,11 +103,16 @@ def write_dataset(rows, out: Path, pick):
 
 
 def build_dev(args, problems, out):
+    """The first --size problems in file order, as the official bounds and dev evaluation used them (the first
+    512 of AIME 1983-2023); --draw seeded takes a seeded random --size instead (kept in the file's order)."""
     if not 0 < args.size <= len(problems):
         sys.exit(f"error: --size {args.size}: {args.problems} has {len(problems)} problems")
-    keep = sorted(random.Random(args.seed).sample(range(len(problems)), args.size))
+    if args.draw == "first":
+        keep, how = range(args.size), "the first"
+    else:
+        keep, how = sorted(random.Random(args.seed).sample(range(len(problems)), args.size)), f"seed {args.seed}:"
     atomic_write(out, jsonl_text([problems[i] for i in keep], ensure_ascii=False))
-    print(f"build: {out}: {args.size} of the {len(problems)} problems of {args.problems} (seed {args.seed})")
+    print(f"build: {out}: {how} {args.size} of the {len(problems)} problems of {args.problems}")
 
 
 def build_dataset(args, problems, out):
@@ -154,7 +159,9 @@ def main(argv=None):
     p.add_argument("--out", required=True)
     p.add_argument("--samples", type=int, default=1, help="samples per problem (system2: 8 in the recipe)")
     p.add_argument("--limit", type=int, default=0, help="only the first N problems (0 = all)")
-    p.add_argument("--size", type=int, default=512, help="dev: problems drawn")
+    p.add_argument("--size", type=int, default=512, help="dev: problems taken")
+    p.add_argument("--draw", choices=["first", "seeded"], default="first",
+                   help="dev: the first --size in file order (the official dev set), or a draw with --seed")
     p.add_argument("--temperature", type=float, default=0.7)
     p.add_argument("--top_p", type=float, default=1.0)
     p.add_argument("--max_new_tokens", type=int, default=8192)

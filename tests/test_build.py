@@ -66,18 +66,23 @@ def test_missing_model_and_bad_problems(tmp_path):
                     "--out", str(tmp_path / "o.jsonl")])
 
 
-def test_dev_is_a_seeded_draw_in_source_order(tmp_path):
+def test_dev_is_the_first_problems_or_a_seeded_draw_in_source_order(tmp_path):
     src = tmp_path / "pool.jsonl"
     src.write_text("".join(json.dumps({"id": f"q{i}", "problem": f"Q{i}?", "answer": str(i)}) + "\n"
                            for i in range(30)))
-    build.main(["dev", "--problems", str(src), "--size", "10", "--out", str(tmp_path / "a.jsonl")])
-    build.main(["dev", "--problems", str(src), "--size", "10", "--out", str(tmp_path / "b.jsonl")])
-    build.main(["dev", "--problems", str(src), "--size", "10", "--seed", "1", "--out", str(tmp_path / "c.jsonl")])
+    # the official dev set: the first problems in file order, whatever the seed
+    for seed in ("0", "5"):
+        build.main(["dev", "--problems", str(src), "--size", "10", "--seed", seed, "--out", str(tmp_path / "f.jsonl")])
+        assert (tmp_path / "f.jsonl").read_text() == "".join(src.read_text().splitlines(True)[:10])
+    seeded = ["dev", "--problems", str(src), "--size", "10", "--draw", "seeded"]
+    build.main([*seeded, "--out", str(tmp_path / "a.jsonl")])
+    build.main([*seeded, "--out", str(tmp_path / "b.jsonl")])
+    build.main([*seeded, "--seed", "1", "--out", str(tmp_path / "c.jsonl")])
     a = [json.loads(line) for line in (tmp_path / "a.jsonl").read_text().splitlines()]
     a_text, b_text, c_text = ((tmp_path / f"{n}.jsonl").read_text() for n in "abc")
     assert a_text == b_text != c_text
     ids = [int(r["id"][1:]) for r in a]
-    assert len(ids) == 10 and ids == sorted(set(ids))
+    assert len(ids) == 10 and ids == sorted(set(ids)) and ids != list(range(10))
     assert a[0] == {"id": f"q{ids[0]}", "problem": f"Q{ids[0]}?", "answer": str(ids[0])}
     with pytest.raises(SystemExit, match="--size 31: .* has 30 problems"):
         build.main(["dev", "--problems", str(src), "--size", "31", "--out", str(tmp_path / "d.jsonl")])

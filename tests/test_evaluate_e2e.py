@@ -34,8 +34,10 @@ def test_evaluate_end_to_end(tiny_models, bench_dir, tmp_path):
     summary = E.main(args)
 
     saved = json.loads((out / "summary.json").read_text())
+    prompts = {"gsm8k": E.SKYTHOUGHT_PROMPTS["gsm8k"],
+               "math500": "Return your final response within \\boxed{{}}. {problem}"}
     assert saved == summary and saved["settings"] == {"protocol": "tldr-paper", "temperature": 0.7, "top_p": 1.0,
-                                                      "max_new_tokens": 8, "seed": 0}
+                                                      "max_new_tokens": 8, "seed": 0, "prompts": prompts}
     for bench in ["gsm8k", "math500"]:
         m = saved["benchmarks"][bench]
         assert (m["problems"], m["samples"], m["responses"], m["missing"]) == (3, 2, 6, 0)

@@ -118,10 +118,13 @@ def test_evaluate_refuses_bad_settings(work, flag, value, message):
     ("keep_checkpoints=0", "keep_checkpoints=0"), ("max_len=-5", "max_len=-5"), ("eval_interval=0", "eval_interval=0"),
     ("dev_max_new_tokens=0", "dev_max_new_tokens=0"), ("warmup_steps=-1", "warmup_steps=-1"),
     ("dtype=float16", "dtype='float16': use auto, float32 or bfloat16"),
+    ("loss_norm=mean", "loss_norm='mean': use sequence, group or token"),
+    ("loss_norm=group --loss_group=3", "loss_group=3 does not divide global_batch=4"),
+    ("lr_schedule=step", "lr_schedule='step': use constant, linear or cosine"),
 ])
 def test_train_refuses_bad_settings(work, setting, message):
     d, model = work
-    refused(train.main, train_args(model, d) + [f"--{setting}"], message, d)
+    refused(train.main, train_args(model, d) + [f"--{part}" for part in setting.split(" --")], message, d)
 
 
 def test_train_refuses_a_bad_setting_in_a_config_file(work, tmp_path):

@@ -17,7 +17,11 @@ def fake_run(root: Path, arms=("base", "tldr", "static"), long_model="models/Dee
         benchmarks = {b: {"accuracy": 0.5 + 0.1 * i - 0.01 * k, "accuracy_paper": 0.52 + 0.1 * i,
                           "tokens": 1000.0 * (i + 1) * (1 - 0.2 * k)} for i, b in enumerate(BENCHES)}
         (root / "eval" / arm).mkdir(parents=True)
-        (root / "eval" / arm / "summary.json").write_text(json.dumps({"model": f"m/{arm}", "benchmarks": benchmarks}))
+        protocol = "deepseek" if arm == "static" else "tldr-paper"
+        prompt = "{problem}\nPlease reason." if arm == "static" else "Return \\boxed{{}}. {problem}"
+        prompts = {b: prompt for b in BENCHES}
+        (root / "eval" / arm / "summary.json").write_text(json.dumps({
+            "model": f"m/{arm}", "settings": {"protocol": protocol, "prompts": prompts}, "benchmarks": benchmarks}))
     for arm in arms:
         if arm in ("tldr", "static"):
             (root / arm).mkdir()
@@ -59,6 +63,15 @@ def test_report_md_and_json_hold_the_same_numbers(tmp_path):
     assert saved["published"]["size"] == "7b" and saved["published"]["arms"]["tldr"]["gsm8k"] == \
         {"accuracy": 0.877, "tokens": 254}
     assert "about 40% fewer output tokens" in md
+
+
+def test_the_report_says_which_prompt_each_model_used(tmp_path):
+    run = fake_run(tmp_path / "run")
+    report.main([str(run)])
+    md = (run / "report.md").read_text()
+    assert "Prompts of base model, TLDR (protocol tldr-paper; user turn):\n- GSM8K: `Return \\boxed{}. {problem}`" in md
+    assert "Prompts of static 1:1 mixture (protocol deepseek; user turn):\n- GSM8K: `{problem}\\nPlease reason.`" in md
+    assert json.loads((run / "report.json").read_text())["arms"]["static"]["protocol"] == "deepseek"
 
 
 def test_a_run_without_the_static_arm_still_reports(tmp_path):

@@ -31,8 +31,8 @@ def test_reproduce_tiny(shared_data, tmp_path):
 
     # every stage's output, in its documented schema
     assert len(rows(tiny / "bench" / "s1k.jsonl")) == 12
-    dev = rows(run / "dev.jsonl")
-    assert len(dev) == 16 and all({"id", "problem", "answer"} <= set(r) for r in dev)
+    dev = rows(run / "dev.jsonl")  # the official dev set: the first problems of AIME 1983-2023 in file order
+    assert dev == rows(tiny / "bench" / "aime_1983_2023.jsonl")[:16]
     for name in ("system1", "system2"):
         data = rows(run / f"{name}.jsonl")
         assert data and all({"id", "problem", "response"} <= set(r) and "</think>" in r["response"] for r in data)
@@ -45,16 +45,23 @@ def test_reproduce_tiny(shared_data, tmp_path):
     chosen = json.loads((run / "tldr" / "chosen.json").read_text())
     assert chosen["dev_acc"] > 0.7 * bounds["long"]["accuracy"] and Path(chosen["checkpoint"]).is_dir()
     assert (Path(chosen["checkpoint"]) / "model.safetensors").is_file()
+    state = json.loads((Path(chosen["checkpoint"]) / "train_state" / "state.json").read_text())
+    assert (state["config"]["loss_norm"], state["config"]["global_batch"]) == ("sequence", 8)  # the 7B recipe's
     summary = json.loads((run / "eval" / "tldr" / "summary.json").read_text())
     assert set(summary["benchmarks"]) == {"gsm8k", "math500", "aime24", "amc23"}
+    import evaluate
+    assert summary["settings"]["prompts"] == evaluate.SKYTHOUGHT_PROMPTS  # the paper's prompts
     assert set(summary["compare"]["benchmarks"]) == {"gsm8k", "math500", "aime24", "amc23"}
     assert summary["benchmarks"]["aime24"]["samples"] == 8  # the paper's protocol
     table = (run / "eval" / "tldr" / "summary.md").read_text()
     assert "(baseline)" in table and "| change |" in table and "tokens" in table
-    # the static 1:1 arm with the same budget and choice rule, and the report of the three, beside the paper's 7B
+    # the static 1:1 arm as the paper ran it: constant weights, 1% warm-up (1 of 4 steps) then linear decay to 0,
+    # no dev evaluation, the final checkpoint evaluated; and the report of the three, beside the paper's 7B
     static = rows(run / "static" / "metrics.jsonl")
-    assert {m["w_short"] for m in static if "w_short" in m} == {0.5}
-    assert (run / "eval" / "static" / "summary.json").is_file()
+    assert {m["w_short"] for m in static} == {0.5} and not any("dev_acc" in m for m in static)
+    assert [m["lr"] for m in static] == pytest.approx([0.0, 1e-5, 1e-5 * 2 / 3, 1e-5 / 3])
+    static_summary = json.loads((run / "eval" / "static" / "summary.json").read_text())
+    assert static_summary["model"] == str(run / "static" / "step_000004")
     report = json.loads((run / "report.json").read_text())
     assert set(report["arms"]) == {"base", "tldr", "static"} and set(report["training"]) == {"tldr", "static"}
     assert set(report["vs_base"]["static"]["benchmarks"]) == {"gsm8k", "math500", "aime24", "amc23"}

@@ -28,6 +28,30 @@ def test_prompt_is_r1_format_with_a_single_bos(qwen2):
     assert tok.decode(full[n_prompt:-1]) == "four</think>\n\n\\boxed{4}"
 
 
+def test_skythought_prompts_are_the_user_turn_as_the_paper_rendered_it(qwen2):
+    """--protocol tldr-paper: SkyThought's task template is the whole user turn, no system prompt, the chat
+    template as it is (here it ends with "<think>\n" itself); the R1 instruction is not added."""
+    import evaluate
+    _, tok, _ = qwen2
+    math = sample.prompt_text(tok, "What is 2+2?", evaluate.prompt_template("tldr-paper", "math500"))
+    assert math == "<｜begin▁of▁sentence｜><｜User｜>Return your final response within \\boxed{}. What is 2+2?" \
+                   "<｜Assistant｜><think>\n"
+    gsm8k = sample.prompt_text(tok, "Tom has {3} apples.", evaluate.prompt_template("tldr-paper", "gsm8k"))
+    assert gsm8k == ("<｜begin▁of▁sentence｜><｜User｜>Given the following problem, reason and give a final answer to "
+                     "the problem.\nProblem: Tom has {3} apples.\nYour response should end with \"The final answer is "
+                     "[answer]\" where [answer] is the response to the problem.<｜Assistant｜><think>\n")
+    assert evaluate.prompt_template("tldr-paper", "my_set") == evaluate.BOXED
+    assert evaluate.prompt_template("deepseek", "math500") is None  # the R1 prompt, as in training
+    # the chat template as it is: one without "<think>" in its generation prompt gets none added
+    bare = tok.chat_template
+    tok.chat_template = bare.replace("<｜Assistant｜><think>\n{% endif %}", "<｜Assistant｜>{% endif %}")
+    try:
+        assert sample.prompt_text(tok, "x", evaluate.BOXED).endswith("x<｜Assistant｜>")
+        assert sample.prompt_text(tok, "x").endswith("<｜Assistant｜><think>\n")
+    finally:
+        tok.chat_template = bare
+
+
 def test_prompt_instruction_from_the_tokenizer_config(tmp_path):
     """A tokenizer_config.json "prompt_instruction" replaces the R1 sentence ("" = none) and survives a save."""
     import tiny

@@ -70,7 +70,7 @@ def grads(model, rows, n_target):
 def test_loss_is_completion_only(setup):
     tok = sample.load_tokenizer(setup / "model")
     examples = train.load_examples(setup / "s2.jsonl", tok, 400, "system2")[:3]
-    ids, pos, tgt = train.make_row(examples, "cpu")
+    ids, pos, tgt, _ = train.make_row(examples, "cpu")
     m = M.Transformer.from_pretrained(setup / "model")
     with torch.no_grad():
         logits = m.lm_head(m(ids, pos))[0]
@@ -103,8 +103,46 @@ def test_accumulation_and_checkpointing_give_equal_gradients(setup):
         assert torch.allclose(g4[k], g_ckpt[k], rtol=1e-4, atol=1e-6), k
 
 
+def scaled_grads(model, examples, plan, scales):
+    model.zero_grad()
+    for r in plan:
+        ids, pos, tgt, wts = train.make_row([examples[i] for i in r], "cpu", [scales[i] for i in r])
+        model(ids, pos, targets=tgt, scale=wts).backward()
+    return {k: p.grad.clone() for k, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("loss_norm,group", [("sequence", 1), ("group", 4), ("token", 8)])
+def test_loss_norm_weighs_examples_as_the_official_runs(setup, loss_norm, group):
+    """sequence: the mean of the examples' own mean-token-loss gradients (the official 7B objective); group: the
+    mean over groups of 4 of each group's token mean (14B); token: the summed loss over the batch's completion
+    tokens. The same whether the batch is one row or four."""
+    tok = sample.load_tokenizer(setup / "model")
+    examples = train.load_examples(setup / "s2.jsonl", tok, 400, "system2")[:8]
+    assert len({train.completion_tokens(e) for e in examples}) > 4  # lengths differ: the norms differ
+    m = M.Transformer.from_pretrained(setup / "model").train()
+    scales = train.token_scales(examples, loss_norm, 4)
+    assert sum(s * train.completion_tokens(e) for s, e in zip(scales, examples)) == pytest.approx(1.0)
+    one = train.split_and_pack(examples, 1, 10_000)[0]
+    four = train.split_and_pack(examples, 1, sum(len(e[0]) for e in examples) // 4 + 60)[0]
+    g_one, g_four = scaled_grads(m, examples, one, scales), scaled_grads(m, examples, four, scales)
+    # by hand: each group's summed loss over its own completion tokens, averaged over the groups
+    groups = [examples[g:g + group] for g in range(0, 8, group)]
+    want = {k: torch.zeros_like(p) for k, p in m.named_parameters()}
+    for members in groups:
+        rows = [train.make_row([e], "cpu") for e in members]
+        g = grads(m, rows, sum(train.completion_tokens(e) for e in members))
+        for k in want:
+            want[k] += g[k] / len(groups)
+    for k in want:
+        assert torch.allclose(g_one[k], want[k], rtol=1e-4, atol=1e-7), k
+        assert torch.allclose(g_four[k], want[k], rtol=1e-4, atol=1e-7), k
+    if loss_norm != "token":  # and it is not the token mean
+        token = scaled_grads(m, examples, one, train.token_scales(examples, "token", 0))
+        assert not all(torch.allclose(token[k], want[k], rtol=1e-2) for k in want)
+
+
 def test_split_and_pack_is_balanced_and_complete():
-    examples = [([0] * n, 1) for n in (50, 10, 300, 7, 120, 120, 64)]
+    examples = [([0] * n, 1) for n in (50, 10, 300, 7, 120, 120, 64, 5)]
     plans = train.split_and_pack(examples, 2, 310)
     flat = sorted(i for plan in plans for row in plan for i in row)
     assert flat == list(range(len(examples)))
@@ -112,6 +150,29 @@ def test_split_and_pack_is_balanced_and_complete():
         assert all(sum(len(examples[i][0]) for i in row) <= 310 for row in plan)
     loads = [sum(len(examples[i][0]) for row in plan for i in row) for plan in plans]
     assert max(loads) - min(loads) <= 300
+
+
+@pytest.mark.parametrize("world", [2, 4, 8])
+def test_every_process_gets_exactly_its_share(world):
+    """One 16k-token example and many short ones: by load alone the long one would sit alone on a process and
+    the short ones crowd the others; each process takes exactly global_batch / world examples."""
+    examples = [([0] * n, 1) for n in (16000, *range(20, 20 + 8 * 15, 8))]
+    plans = train.split_and_pack(examples, world, 16384)
+    assert [sum(len(row) for row in plan) for plan in plans] == [16 // world] * world
+    assert sorted(i for plan in plans for row in plan for i in row) == list(range(16))
+
+
+def test_lr_schedules_follow_hugging_face():
+    """get_scheduler's lambdas at step - 1: linear warm-up from 0 (the first update at lr 0), then constant,
+    linear to 0 at max_steps, or cosine; the official static arm: warm-up 20 of 2000 steps, then linear."""
+    cfg = train.TrainConfig(lr=1e-5, lr_schedule="linear", warmup_steps=20, max_steps=2000)
+    lambdas = {1: 0.0, 2: 1 / 20, 20: 19 / 20, 21: 1.0, 22: 1979 / 1980, 2000: 1 / 1980}
+    for step, factor in lambdas.items():
+        assert train.lr_at(cfg, step) == pytest.approx(1e-5 * factor, abs=1e-18), step
+    cfg.lr_schedule, cfg.warmup_steps = "constant", 0
+    assert {train.lr_at(cfg, s) for s in (1, 1000, 2000)} == {1e-5}
+    cfg.lr_schedule, cfg.min_lr = "cosine", 0.0
+    assert train.lr_at(cfg, 1) == 1e-5 and train.lr_at(cfg, 1001) == pytest.approx(5e-6)
 
 
 def test_fsdp_two_processes_match_one(setup, tmp_path):
