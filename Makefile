@@ -20,17 +20,45 @@ bench: install
 	$(PY) bench.py
 
 # The GPU extras: flash-attn 2.8.x, built against the torch in .venv (no build isolation: its build imports torch).
-# Its setup takes a prebuilt wheel when one matches this torch, CUDA and Python, else compiles the kernels (needs
-# nvcc; MAX_JOBS bounds the parallel compile jobs, and with them the memory the build takes).
+# Its setup takes a prebuilt wheel when one matches this torch, CUDA and Python, else compiles the kernels with
+# nvcc, once per architecture in FLASH_ATTN_CUDA_ARCHS (its default, 80;90;100;120, is four builds): here only this
+# machine's (cuda_build_check below). MAX_JOBS, the parallel compile jobs, is left to flash-attn's setup.py unless
+# you set it: it takes min(cores / 2, free GB / 9), each job needing about 9 GB.
 FLASH_ATTN ?= 2.8.3
-MAX_JOBS   ?= 8
+MAX_JOBS   ?=
 gpu-install: install
-	@$(PY) -c "import torch, sys; sys.exit(torch.version.cuda is None)" || { echo "error: the torch in $(VENV) is a \
-	CPU build; install a CUDA build first, e.g. $(VENV)/bin/pip install torch==2.13.0 --index-url \
-	https://download.pytorch.org/whl/cu128"; exit 1; }
-	$(VENV)/bin/pip install -q packaging ninja wheel
-	MAX_JOBS=$(MAX_JOBS) $(VENV)/bin/pip install --no-build-isolation "flash-attn==$(FLASH_ATTN)"
+	@archs=$$($(PY) -c "$$CUDA_BUILD_CHECK") || exit 1; \
+	echo "building flash-attn $(FLASH_ATTN) for FLASH_ATTN_CUDA_ARCHS=$${FLASH_ATTN_CUDA_ARCHS:-$$archs}"; \
+	$(VENV)/bin/pip install -q packaging ninja wheel psutil && \
+	FLASH_ATTN_CUDA_ARCHS=$${FLASH_ATTN_CUDA_ARCHS:-$$archs} $(if $(MAX_JOBS),MAX_JOBS=$(MAX_JOBS)) \
+	$(VENV)/bin/pip install --no-build-isolation "flash-attn==$(FLASH_ATTN)"
 	$(PY) -c "import flash_attn, torch; print('flash-attn', flash_attn.__version__, 'on torch', torch.__version__)"
+
+# prints the architectures to build flash-attn for (this machine's GPUs, as flash-attn's setup.py names them: 80
+# covers every 8.x GPU, 90 Hopper, 100 and 120 Blackwell; 80;90 when no GPU is visible), or stops with what is
+# wrong: a CPU build of torch, no nvcc, or an nvcc of another CUDA major version than torch's (the extension
+# would fail to load)
+define CUDA_BUILD_CHECK
+import os, re, shutil, subprocess, sys, torch
+cuda = torch.version.cuda
+if cuda is None:
+    sys.exit("error: the torch in $(VENV) is a CPU build; install a CUDA build first, e.g. $(VENV)/bin/pip install "
+             "torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128")
+home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH") or ""
+nvcc = shutil.which("nvcc") or next((p for p in [os.path.join(home, "bin", "nvcc")] if home and os.path.exists(p)), None)
+if nvcc is None:
+    sys.exit(f"error: no nvcc on PATH or in $$CUDA_HOME/bin: flash-attn compiles its kernels with the CUDA "
+             f"toolkit; install CUDA {cuda} (torch's) and set CUDA_HOME")
+found = re.search(r"release (\d+)\.(\d+)", subprocess.run([nvcc, "--version"], capture_output=True, text=True).stdout)
+if found is None or found.group(1) != cuda.split(".")[0]:
+    seen = ".".join(found.groups()) if found else "unknown"
+    sys.exit(f"error: {nvcc} is CUDA {seen} but torch was built with CUDA {cuda}: install CUDA {cuda.split('.')[0]}.x "
+             f"(set CUDA_HOME) or a torch built for CUDA {seen}")
+names = {8: "80", 9: "90", 10: "100", 12: "120"}
+archs = {names.get(torch.cuda.get_device_capability(i)[0]) for i in range(torch.cuda.device_count())} - {None}
+print(";".join(sorted(archs, key=int)) or "80;90")
+endef
+export CUDA_BUILD_CHECK
 
 # what only a GPU can check (bench lines; on a machine without one it says so and exits 0)
 gpu-check: install

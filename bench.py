@@ -186,8 +186,8 @@ def bench_decode_ops(workdir: Path):
     path, tok, ours, prompts, _ = generation_setup(workdir)
     ref = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     batch = [p[:60] for p in prompts[:32]]
-    engine = sample.Engine(ours, 33, 128, 32, 8192, (0.0, 1.0, 0), set(), False)
-    engine.waiting.extend(sample.Sequence(i, p, 50, 0) for i, p in enumerate(batch))
+    engine = sample.Engine(ours, 33, 128, 32, 8192, 128, False)
+    engine.start([sample.Sequence(i, p, 50, 0) for i, p in enumerate(batch)], (0.0, 1.0, 0), set())
     engine.step()  # the prefill
     ours_ops = layer_ops(ours.model.layers[0], engine.step)
     counter = OpCounter()
@@ -325,7 +325,9 @@ def gpu_greedy(path, device, prompts=8, new_tokens=64):
     def ours(dtype, backend):
         model = M.Transformer.from_pretrained(path, dtype=dtype, device=device)
         model.attn_backend = backend
-        return [o[0].tokens for o in sample.generate(model, batch, max_new_tokens=new_tokens, batch_size=prompts)]
+        outs = sample.generate(model, batch, max_new_tokens=new_tokens, batch_size=prompts)
+        sample.release_engine()
+        return [o[0].tokens for o in outs]
 
     def prefix(a, b):
         return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
@@ -403,10 +405,11 @@ def gpu_speed(path, device, batch, prompt_tokens=512, new_tokens=256):
                 ids = prompts.to(device)
                 return ref.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, min_new_tokens=n,
                                     do_sample=False, pad_token_id=0)
-        run(4)  # warm-up
+        run(new_tokens)  # warm-up; ours builds its engine (KV cache, CUDA graphs), which the timed runs reuse
         prefill, _ = timed(lambda: run(1), device)
         total, _ = timed(lambda: run(new_tokens), device)
         results[name] = (batch * prompt_tokens / prefill, batch * (new_tokens - 1) / max(total - prefill, 1e-9))
+        sample.release_engine()  # its KV cache takes most of the GPU: give it back before the reference runs
     return results
 
 

@@ -43,13 +43,23 @@ try:  # optional, GPU only (make gpu-install); without it CUDA runs use torch's 
 except ImportError:
     flash_attn = None
 
+def flash_eligible(device, dtype) -> bool:
+    """The automatic choice of attention kernel: flash-attn when it is installed and the tensors are on CUDA in
+    fp16 or bf16 (its kernels refuse anything else: "FlashAttention only support fp16 and bf16 data type" in
+    csrc/flash_attn/flash_api.cpp); torch's SDPA otherwise."""
+    return flash_attn is not None and torch.device(device).type == "cuda" and dtype in (torch.float16, torch.bfloat16)
+
+
 def attention_summary(device, dtype) -> str:
     """The one line every script prints at start: which attention kernel runs, in which dtype."""
-    dtype = str(dtype).removeprefix("torch.").replace("bfloat16", "bf16").replace("float32", "fp32")
-    if torch.device(device).type == "cuda" and flash_attn is not None:
-        return f"attention: flash-attn {flash_attn.__version__} varlen, {dtype}"
-    missing = " (flash-attn is not installed: make gpu-install)" if torch.device(device).type == "cuda" else ""
-    return f"attention: torch SDPA{missing}, {dtype}"
+    name = str(dtype).removeprefix("torch.").replace("bfloat16", "bf16").replace("float32", "fp32")
+    if flash_eligible(device, dtype):
+        return f"attention: flash-attn {flash_attn.__version__} varlen, {name}"
+    why = ""
+    if torch.device(device).type == "cuda":
+        why = " (flash-attn is not installed: make gpu-install)" if flash_attn is None else \
+            " (flash-attn takes fp16 and bf16 only)"
+    return f"attention: torch SDPA{why}, {name}"
 
 
 ARCHITECTURES = {"Qwen2ForCausalLM": "qwen2", "LlamaForCausalLM": "llama", "Qwen3ForCausalLM": "qwen3"}
@@ -330,13 +340,37 @@ class Block(nn.Module):
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
-def cross_entropy_sum(h, targets, scale, weight):
-    loss = F.cross_entropy(F.linear(h, weight).float(), targets, reduction="none")
-    return loss.sum() if scale is None else (loss * scale).sum()
+class ChunkedCrossEntropy(torch.autograd.Function):
+    """sum(scale x cross-entropy(h @ weight.T, targets)), `chunk` tokens at a time: the (tokens x vocab) logits
+    never exist at once (16k tokens x 152k vocab is 10 GB in fp32), and backward recomputes each chunk's. The
+    weight's gradient is summed over the chunks in fp32 and rounded once: under FSDP2's mixed precision the
+    weight is bf16, and autograd would sum the chunks' gradients in bf16 (16 of them for a 16k-token row)."""
+
+    @staticmethod
+    def forward(ctx, h, weight, targets, scale, chunk):
+        ctx.save_for_backward(h, weight, targets, scale)
+        ctx.chunk = chunk
+        total = torch.zeros((), dtype=torch.float32, device=h.device)
+        for i in range(0, len(targets), chunk):
+            loss = F.cross_entropy(F.linear(h[i:i + chunk], weight).float(), targets[i:i + chunk], reduction="none")
+            total += (loss * scale[i:i + chunk]).sum()
+        return total
+
+    @staticmethod
+    def backward(ctx, grad):
+        h, weight, targets, scale = ctx.saved_tensors
+        grad_h, grad_w = torch.empty_like(h), torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
+        for i in range(0, len(targets), ctx.chunk):
+            g = torch.softmax(F.linear(h[i:i + ctx.chunk], weight).float(), -1)  # d loss / d logits: p - onehot
+            g[torch.arange(len(g), device=g.device), targets[i:i + ctx.chunk]] -= 1
+            g = (g * (grad * scale[i:i + ctx.chunk])[:, None]).to(h.dtype)
+            grad_h[i:i + ctx.chunk] = g @ weight
+            grad_w += g.T @ h[i:i + ctx.chunk]
+        return grad_h, grad_w.to(weight.dtype), None, None, None
 
 
 class Transformer(nn.Module):
-    attn_backend = "auto"  # "auto": flash-attn on CUDA when installed, else SDPA; "flash" or "sdpa" to force one
+    attn_backend = "auto"  # "auto": flash_eligible's choice; "flash" or "sdpa" to force one
     loss_chunk = 1024      # target tokens per chunk of the loss: 1024 x 152k vocab x 12 bytes = 1.9 GB at once
 
     def __init__(self, cfg: Config):
@@ -352,9 +386,8 @@ class Transformer(nn.Module):
         self.register_buffer("inv_freq", rope_inv_freq(cfg), persistent=False)
         self.gradient_checkpointing = False  # recompute each block in backward (train.py --activation_checkpointing)
 
-    def uses_flash(self, device) -> bool:
-        return self.attn_backend == "flash" or (self.attn_backend == "auto" and flash_attn is not None
-                                                and torch.device(device).type == "cuda")
+    def uses_flash(self, device, dtype) -> bool:
+        return self.attn_backend == "flash" or (self.attn_backend == "auto" and flash_eligible(device, dtype))
 
     def forward(self, input_ids, positions=None, cache: KVCache | None = None, index: CacheIndex | None = None,
                 targets=None, scale=None):
@@ -364,8 +397,8 @@ class Transformer(nn.Module):
         B, T = input_ids.shape
         if positions is None:
             positions = torch.arange(T, device=input_ids.device).expand(B, T)
-        info = attn_info(positions, cache, index, self.uses_flash(input_ids.device))
         x = self.model.embed_tokens(input_ids.reshape(-1))  # (B * T, hidden): the blocks see a list of tokens
+        info = attn_info(positions, cache, index, self.uses_flash(x.device, x.dtype))  # x: the compute dtype
         freqs = positions.reshape(-1, 1).float() * self.inv_freq.float()  # rotary angles in fp32, like the reference
         angles = torch.cat((freqs, freqs), dim=-1)[:, None]
         cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
@@ -381,14 +414,10 @@ class Transformer(nn.Module):
 
     def loss_sum(self, x, targets, scale=None):
         keep = targets != -100
-        h, t, s = x[keep], targets[keep], None if scale is None else scale[keep]
-        # each chunk's logits are recomputed in backward rather than kept: 16k tokens x 152k vocab is 10 GB
-        total = (x[:1] * 0).sum()  # keeps the graph connected (and every parameter in it) when no token counts
-        for i in range(0, len(t), self.loss_chunk):
-            total = total + torch.utils.checkpoint.checkpoint(
-                cross_entropy_sum, h[i:i + self.loss_chunk], t[i:i + self.loss_chunk],
-                None if s is None else s[i:i + self.loss_chunk], self.lm_head.weight, use_reentrant=False)
-        return total
+        h, t = x[keep], targets[keep]
+        s = torch.ones(len(t), device=h.device) if scale is None else scale[keep].float()
+        # (x[:1] * 0).sum() keeps the graph connected (and every parameter in it) when no token counts
+        return (x[:1] * 0).sum() + ChunkedCrossEntropy.apply(h, self.lm_head.weight, t, s, self.loss_chunk)
 
     # -- checkpoints -----------------------------------------------------------
 

@@ -24,6 +24,7 @@ one call, so a completion is the same whatever else shares its batch, and an int
 sequence continues with the tokens it would have made.
 """
 
+import gc
 import hashlib
 import heapq
 import itertools
@@ -239,20 +240,27 @@ class Engine:
     starts one, and gives its pages back when it finishes. When a decode step finds no free page, the youngest
     sequence is preempted: its pages are freed and it waits at the front of the queue to be prefilled again."""
 
-    def __init__(self, model, n_pages, page_size, batch_size, max_prefill_tokens, sampling, stops, cuda_graphs):
+    def __init__(self, model, n_pages, page_size, batch_size, max_prefill_tokens, max_len, cuda_graphs):
         self.model, self.device = model, model.lm_head.weight.device
         self.cache = KVCache(model.config, n_pages, page_size, model.lm_head.weight.dtype, self.device)
-        # free pages, the lowest granted first, so that the pages in use stay packed at the start of the cache;
-        # page 0 is scratch, never granted
-        self.page_size, self.free = page_size, list(range(1, n_pages))
-        self.batch_size, self.max_prefill_tokens = batch_size, max_prefill_tokens
-        self.sampling, self.stops = sampling, stops
-        self.waiting, self.running = deque(), []
-        self.preemptions, self.peak_pages = 0, 0
+        self.page_size, self.batch_size, self.max_prefill_tokens = page_size, batch_size, max_prefill_tokens
+        self.max_len = max_len  # the longest sequence (prompt and answer) it serves
+        self.kv_memory = None   # the kv_memory it was sized from (engine_for reuses it only for the same)
         self.graphs = None
         if cuda_graphs:
-            max_pages = -(-model.config.max_position_embeddings // page_size)
-            self.graphs = DecodeGraphs(model, self.cache, batch_size, max_pages)
+            # the graphs' block table as wide as the longest sequence: flash-attn takes seqlen_k from its width
+            # and fixes its split-KV count when the graph is captured (set_params_splitkv in flash_api.cpp)
+            self.graphs = DecodeGraphs(model, self.cache, batch_size, self.pages_for(max_len))
+        self.start([], (0.0, 1.0, 0), set())
+
+    def start(self, seqs: list[Sequence], sampling, stops):
+        """A new call: these sequences to generate, with these sampling settings."""
+        # free pages, the lowest granted first, so that the pages in use stay packed at the start of the cache;
+        # page 0 is scratch, never granted
+        self.free = list(range(1, self.cache.n_pages))
+        self.sampling, self.stops = sampling, stops
+        self.waiting, self.running = deque(seqs), []
+        self.preemptions, self.peak_pages = 0, 0
 
     def pages_for(self, n_tokens: int) -> int:
         return -(-n_tokens // self.page_size)
@@ -359,30 +367,82 @@ class Engine:
         return len(batch), finished
 
 
-def kv_pages(model, page_size, kv_memory, sequences, batch_size, progress) -> int:
-    """Pages of the KV cache: from kv_memory bytes when given; else on CUDA from the memory free now (the model is
-    loaded) minus a margin for the prefill's activations and the allocator; else (CPU) batch_size sequences of
-    the longest length at once, which never preempts."""
+GPU_UTILIZATION = 0.9  # the share of the GPU the process may fill (vLLM's gpu_memory_utilization default)
+
+
+def gpu_kv_bytes(model, prefill_tokens: int) -> int:
+    """The KV cache the GPU has room for, nano-vllm's way: with the allocator's cache emptied, run the largest
+    prefill the engine can do, then total x utilization - used - that prefill's activations. torch's caching
+    allocator keeps freed blocks, and mem_get_info counts them as used: without empty_cache an engine built after
+    another (a second model) would find only the margin free."""
+    device = model.lm_head.weight.device
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats(device)
+    model(torch.zeros(1, prefill_tokens, dtype=torch.int64, device=device))
+    torch.cuda.synchronize(device)
+    torch.cuda.empty_cache()
+    free, total = torch.cuda.mem_get_info(device)
+    activations = torch.cuda.max_memory_allocated(device) - torch.cuda.memory_allocated(device)
+    return int(total * GPU_UTILIZATION - (total - free) - activations)
+
+
+def kv_pages(model, page_size, kv_memory, longest, rows, prefill_tokens, progress) -> int:
+    """Pages of the KV cache: from kv_memory bytes when given; else on CUDA what the GPU has room for
+    (gpu_kv_bytes); else (CPU) `rows` sequences of the longest length at once, which never preempts."""
     cfg, dtype = model.config, model.lm_head.weight.dtype
     page = KVCache.page_bytes(cfg, page_size, dtype)
     if kv_memory is None and model.lm_head.weight.is_cuda:
-        free, total = torch.cuda.mem_get_info(model.lm_head.weight.device)
-        kv_memory = free - max(2 * 2**30, total // 20)  # margin: 2 GiB or 5% of the GPU, the larger
-        source = "free GPU memory"
+        kv_memory, source = gpu_kv_bytes(model, prefill_tokens), f"{GPU_UTILIZATION:.0%} of the GPU"
     elif kv_memory is None:  # the slot engine's reservation: never preempts
-        kv_memory = (min(batch_size, len(sequences)) * -(-max(sequences) // page_size) + 1) * page
-        source = f"{min(batch_size, len(sequences))} sequences at full length"
+        kv_memory, source = (rows * -(-longest // page_size) + 1) * page, f"{rows} sequences at full length"
     else:
         source = "kv_memory"
     n_pages = int(kv_memory // page)
-    longest = -(-max(sequences) // page_size) + 1 if sequences else 1
-    if n_pages < longest:
+    need = -(-longest // page_size) + 1
+    if n_pages < need:
         raise ValueError(f"a KV cache of {kv_memory / 2**30:.2f} GiB holds {n_pages} pages of {page_size} tokens; the "
-                         f"longest sequence needs {longest}: give more memory (kv_memory) or fewer new tokens")
+                         f"longest sequence needs {need}: give more memory (kv_memory) or fewer new tokens")
     if progress:
         print(f"sample: kv cache: {n_pages} pages of {page_size} tokens, {n_pages * page / 2**30:.2f} GiB "
               f"({source})", file=sys.stderr, flush=True)
     return n_pages
+
+
+# -----------------------------------------------------------------------------
+# one engine per model per process, as vLLM's LLM object and nano-vllm's ModelRunner: its KV cache sized and
+# its CUDA graphs captured once, then reused by every generate call with that model; released (cache and graphs
+# freed, the allocator emptied) before another model's is built, or by release_engine()
+
+_engine: Engine | None = None
+
+
+def release_engine():
+    """Free the engine's KV cache and CUDA graphs, and give their memory back to the driver."""
+    global _engine
+    _engine = None
+    gc.collect()  # the graphs and the cache may sit in reference cycles
+    torch.cuda.empty_cache()  # a no-op where CUDA was never used
+
+
+def engine_for(model, page_size, rows, longest, max_prefill_tokens, kv_memory, cuda_graphs, progress) -> Engine:
+    """The model's engine: the one built before if it can serve this call (the same pages and settings, as many
+    rows, sequences as long), else a new one, after the old one is released."""
+    global _engine
+    e = _engine
+    if e is not None and e.model is model and (e.page_size, e.kv_memory, e.graphs is not None) == \
+            (page_size, kv_memory, cuda_graphs) and e.batch_size >= rows and e.max_len >= longest:
+        return e
+    del e  # a reference held here would keep the old cache alive through the release (tested)
+    release_engine()
+    context = model.config.max_position_embeddings
+    # on a GPU the engine serves sequences up to the next 1024 tokens, so that the benchmarks of one evaluation
+    # (prompts of different lengths) share it
+    max_len = min(context, -(-longest // 1024) * 1024) if model.lm_head.weight.is_cuda else longest
+    prefill_tokens = min(context, max(max_prefill_tokens, max_len))  # a prefill batch, or one preempted sequence
+    n_pages = kv_pages(model, page_size, kv_memory, max_len, rows, prefill_tokens, progress)
+    _engine = Engine(model, n_pages, page_size, rows, max_prefill_tokens, max_len, cuda_graphs)
+    _engine.kv_memory = kv_memory
+    return _engine
 
 
 @torch.no_grad()
@@ -392,13 +452,14 @@ def generate(model: Transformer, prompts: list[list[int]], max_new_tokens: int, 
     """Generate n completions for every prompt (token ids). Returns outs[prompt][sample].
     kv_memory: bytes of KV cache (see kv_pages); page_size: tokens per page (see below); cuda_graphs: capture the
     decode step (default: on CUDA with flash-attn); stats: a dict that receives the engine's counts (peak pages
-    in use, preemptions, page bytes)."""
+    in use, preemptions, page bytes). The engine (KV cache, CUDA graphs) stays for the next call with this model
+    (engine_for); release_engine() frees it."""
     cfg, device = model.config, model.lm_head.weight.device
     context = cfg.max_position_embeddings
     for i, p in enumerate(prompts):
         if not 0 < len(p) < context:
             raise ValueError(f"prompt {i} has {len(p)} tokens; it must have 1 to {context - 1} (the model's context)")
-    flash = model.uses_flash(device)
+    flash = model.uses_flash(device, model.lm_head.weight.dtype)
     if cuda_graphs is None:
         cuda_graphs = flash and device.type == "cuda"
     seqs = [Sequence(i * n + j, p, min(max_new_tokens, context - len(p)),
@@ -409,11 +470,11 @@ def generate(model: Transformer, prompts: list[list[int]], max_new_tokens: int, 
     # pages of 256 tokens on a GPU, which flash-attn's paged kernels read in place (they need a multiple of 256);
     # on CPU one page per sequence (the longest): SDPA then reads the running rows' consecutive pages in place,
     # where small pages would be gathered every step (2-3x slower decoding on the bench model). Other sizes work.
-    page_size = page_size or (256 if flash or device.type == "cuda" else max(len(s.prompt) + s.limit for s in seqs))
-    n_pages = kv_pages(model, page_size, kv_memory, [len(s.prompt) + s.limit for s in seqs], batch_size, progress)
-    engine = Engine(model, n_pages, page_size, max(1, min(batch_size, len(seqs))), max_prefill_tokens,
-                    (temperature, top_p, top_k), set(stop_ids), cuda_graphs)
-    engine.waiting.extend(seqs)
+    longest = max(len(s.prompt) + s.limit for s in seqs)
+    page_size = page_size or (256 if flash or device.type == "cuda" else longest)
+    rows = batch_size if device.type == "cuda" else max(1, min(batch_size, len(seqs)))
+    engine = engine_for(model, page_size, rows, longest, max_prefill_tokens, kv_memory, cuda_graphs, progress)
+    engine.start(seqs, (temperature, top_p, top_k), set(stop_ids))
     t0, last_log, n_tokens, n_done = time.time(), time.time(), 0, 0
     while engine.waiting or engine.running:
         made, finished = engine.step()
@@ -430,7 +491,8 @@ def generate(model: Transformer, prompts: list[list[int]], max_new_tokens: int, 
                   f" | {engine.preemptions} preempted", file=sys.stderr, flush=True)
     if stats is not None:
         stats.update(peak_pages=engine.peak_pages, preemptions=engine.preemptions, page_size=page_size,
-                     page_bytes=KVCache.page_bytes(cfg, page_size, model.lm_head.weight.dtype), pages=n_pages)
+                     page_bytes=KVCache.page_bytes(cfg, page_size, model.lm_head.weight.dtype),
+                     pages=engine.cache.n_pages)
     return outs
 
 

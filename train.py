@@ -45,7 +45,7 @@ from common import (FRACTION, PROBLEM_TYPES, RULES, TEXT, above, at_least, atomi
 from model import (Config, KVCache, Transformer, Weights, attention_summary, checkpoints, commit_dir, model_path,
                    read_config, rope_inv_freq, saved_dtype, weight_shapes, write_weights)
 from ratio import Bounds, Mixture
-from sample import barrier, example_ids, generate, load_tokenizer, prompt_ids, stop_ids
+from sample import barrier, example_ids, generate, load_tokenizer, prompt_ids, release_engine, stop_ids
 
 
 @dataclass
@@ -445,6 +445,7 @@ def dev_evaluation(model, cfg, data, step, proc: Processes):
                     temperature=cfg.dev_temperature, top_p=cfg.dev_top_p, stop_ids=stop_ids(tok),
                     seed=cfg.seed + step, batch_size=cfg.dev_batch_size,
                     kv_memory=dev_cache_bytes(model.config, cfg, proc.dtype) if on_gpu else None)
+    release_engine()  # the KV cache and the copy of the weights, before training goes on
     del infer
     texts = [tok.decode(o[0].tokens, skip_special_tokens=True) for o in outs]
     verdicts = grade_responses(texts, [str(dev_rows[i]["answer"]) for i in mine],

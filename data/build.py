@@ -36,7 +36,7 @@ from common import PROBLEM_TYPES, ArgumentParser, atomic_write, check_settings, 
 from grade import grade_responses  # noqa: E402
 from model import Transformer, attention_summary, model_path  # noqa: E402
 from ratio import Bounds  # noqa: E402
-from sample import load_tokenizer, rank_and_world, sample_file, start_processes  # noqa: E402
+from sample import load_tokenizer, rank_and_world, release_engine, sample_file, start_processes  # noqa: E402
 
 
 def sample_and_grade(model_dir, problems, samples_path, args, n):
@@ -58,6 +58,7 @@ def sample_and_grade(model_dir, problems, samples_path, args, n):
                            temperature=args.temperature, top_p=args.top_p, seed=args.seed, batch_size=args.batch_size)
     except ValueError as e:  # samples made otherwise, or a damaged samples file
         sys.exit(f"error: {e}")
+    release_engine()  # the engine holds the model and its cache: free both before the next model (bounds)
     del model
     if rank != 0:
         return None

@@ -1,13 +1,16 @@
 """A pure-torch stand-in for flash-attn 2.8.x: the exact signatures and semantics of the two functions model.py
-calls, and the input checks of the real kernels, so that their call sites run (and fail) on CPU as on a GPU.
+calls, the argument handling of their Python wrappers, and the input checks of the real kernels, so that their
+call sites run (and fail) on CPU as on a GPU.
 
-The checks mirror flash-attn v2.8.3's csrc/flash_attn/flash_api.cpp (mha_varlen_fwd, mha_fwd_kvcache) and
-flash_attn/flash_attn_interface.py, with their messages: fp16/bf16 only, q/k/v of one dtype, a contiguous last
-dimension, head_dim <= 256, heads divisible by kv heads, int32 cu_seqlens / cache_seqlens / cache_batch_idx /
-block_table, paged-KV pages a multiple of 256 tokens and no cache_batch_idx with a block_table. The one check left
-out is the device (the point is to run on CPU). A head_dim that is not a multiple of 8 is not an error in 2.8.x:
-the Python wrapper (varlen) and the C++ (kvcache) zero-pad it, so the stand-in accepts it too.
-Slow loops on purpose: clarity over speed."""
+Read from flash-attn v2.8.3: flash_attn/flash_attn_interface.py (the wrappers make a tensor whose last dimension
+is not contiguous contiguous, and turn an int cache_seqlens into a tensor) and csrc/flash_attn/flash_api.cpp
+(mha_varlen_fwd, mha_fwd_kvcache), with their messages: fp16/bf16 only, q/k/v of one dtype, contiguous last
+dimensions, head_dim <= 256, heads divisible by kv heads, int32 and contiguous cu_seqlens / seqlens_k,
+int32 cache_batch_idx / block_table, paged-KV pages a multiple of 256 tokens and no cache_batch_idx with a
+block_table, every CHECK_SHAPE, and seqlen_q <= seqlen_k when new keys are appended. Left out: the device checks
+(the point is to run on CPU). A head_dim that is not a multiple of 8 is not an error in 2.8.x: the Python wrapper
+(varlen) and the C++ (kvcache) zero-pad it, so the stand-in accepts it too. Slow loops on purpose: clarity over
+speed."""
 import torch
 import torch.nn.functional as F
 
@@ -17,10 +20,22 @@ def _check(condition, message, error=RuntimeError):
         raise error(message)
 
 
+def _shape(x, name, dims: dict):
+    """CHECK_SHAPE(x, dims...): its message names the dimensions as the C++ source does."""
+    _check(tuple(x.shape) == tuple(dims.values()), f"{name} must have shape ({', '.join(dims)})")
+
+
+def _contiguous_last(x):
+    """maybe_contiguous of the Python wrapper."""
+    return x.contiguous() if x is not None and x.stride(-1) != 1 else x
+
+
 def _check_qkv(q, k, v, key_names=("key", "value")):
     _check(q.dtype in (torch.float16, torch.bfloat16), "FlashAttention only support fp16 and bf16 data type")
     _check(k.dtype == q.dtype, f"query and {key_names[0]} must have the same dtype")
     _check(v.dtype == q.dtype, f"query and {key_names[1]} must have the same dtype")
+    for t in (q, k, v):
+        _check(t.stride(-1) == 1, "Input tensor must have contiguous last dimension")
     _check(q.shape[-1] <= 256, "FlashAttention forward only supports head dimension at most 256")
     _check(q.shape[-2] % k.shape[-2] == 0, "Number of heads in key/value must divide number of heads in query")
 
@@ -53,15 +68,28 @@ def _pages(cache, block_table, b, n):
 def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p=0.0,
                            softmax_scale=None, causal=False, window_size=(-1, -1), softcap=0.0, alibi_slopes=None,
                            deterministic=False, return_attn_probs=False, block_table=None):
+    q, k, v = (_contiguous_last(t) for t in (q, k, v))  # the Python wrapper
     _check_qkv(q, k, v)
     _check(cu_seqlens_q.dtype == torch.int32, "cu_seqlens_q must have dtype int32")
     _check(cu_seqlens_k.dtype == torch.int32, "cu_seqlens_k must have dtype int32")
-    _check(len(cu_seqlens_q) == len(cu_seqlens_k), "cu_seqlens_k must have shape (batch_size + 1)")
     if block_table is not None:
         _check_pages(block_table, k)
-    q, k, v = (t.contiguous() for t in (q, k, v))  # the Python wrapper copies a non-contiguous last dimension
+    _check(cu_seqlens_q.is_contiguous(), "cu_seqlens_q must be contiguous")
+    _check(cu_seqlens_k.is_contiguous(), "cu_seqlens_k must be contiguous")
+    batch_size, (total_q, num_heads, head_size), num_heads_k = cu_seqlens_q.numel() - 1, q.shape, k.shape[-2]
+    _check(batch_size > 0, "batch size must be positive")
+    if block_table is None:
+        _shape(k, "k", dict(total_k=k.shape[0], num_heads_k=num_heads_k, head_size=head_size))
+        _shape(v, "v", dict(total_k=k.shape[0], num_heads_k=num_heads_k, head_size=head_size))
+    else:
+        dims = dict(num_blocks=k.shape[0], page_block_size=k.shape[1], num_heads_k=num_heads_k, head_size=head_size)
+        _shape(k, "k", dims)
+        _shape(v, "v", dims)
+        _shape(block_table, "block_table", dict(batch_size=batch_size, max_num_blocks_per_seq=block_table.shape[-1]))
+    _shape(cu_seqlens_q, "cu_seqlens_q", {"batch_size + 1": batch_size + 1})
+    _shape(cu_seqlens_k, "cu_seqlens_k", {"batch_size + 1": batch_size + 1})
     out = torch.empty_like(q)
-    for i in range(len(cu_seqlens_q) - 1):
+    for i in range(batch_size):
         a, b = int(cu_seqlens_q[i]), int(cu_seqlens_q[i + 1])
         c, d = int(cu_seqlens_k[i]), int(cu_seqlens_k[i + 1])
         assert b - a <= max_seqlen_q and d - c <= max_seqlen_k
@@ -76,28 +104,53 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
                             softmax_scale=None, causal=False, window_size=(-1, -1), softcap=0.0,
                             rotary_interleaved=True, alibi_slopes=None, num_splits=0, return_softmax_lse=False):
     assert rotary_cos is None and cache_leftpad is None  # not used by model.py
+    # the Python wrapper
     _check(k_cache.stride(-1) == 1, "k_cache must have contiguous last dimension", AssertionError)
     _check(v_cache.stride(-1) == 1, "v_cache must have contiguous last dimension", AssertionError)
+    q, k, v = (_contiguous_last(t) for t in (q, k, v))
+    if isinstance(cache_seqlens, int):  # (sized by k_cache.shape[0], the pages when paged: as the wrapper does)
+        cache_seqlens = torch.full((k_cache.shape[0],), cache_seqlens, dtype=torch.int32, device=k_cache.device)
+    cache_batch_idx, block_table = _contiguous_last(cache_batch_idx), _contiguous_last(block_table)
+    # mha_fwd_kvcache
     _check_qkv(q, k_cache, v_cache)
-    _check(q.stride(-1) == 1, "Input tensor must have contiguous last dimension")
+    paged = block_table is not None
+    if paged:
+        _check(cache_batch_idx is None, "Paged KVcache does not support cache_batch_idx")
+        _check_pages(block_table, k_cache)
+    batch_size, seqlen_q, num_heads, head_size = q.shape
+    num_heads_k = k_cache.shape[2]
+    seqlen_k = block_table.shape[1] * k_cache.shape[1] if paged else k_cache.shape[1]
+    _check(batch_size > 0, "batch size must be positive")
+    if paged:
+        dims = dict(num_blocks=k_cache.shape[0], page_block_size=k_cache.shape[1], num_heads_k=num_heads_k,
+                    head_size_og=head_size)
+        _shape(k_cache, "kcache", dims)
+        _shape(v_cache, "vcache", dims)
+        _shape(block_table, "block_table", dict(batch_size=batch_size, max_num_blocks_per_seq=block_table.shape[1]))
+    else:
+        dims = dict(batch_size_c=k_cache.shape[0], seqlen_k=seqlen_k, num_heads_k=num_heads_k, head_size_og=head_size)
+        _shape(k_cache, "kcache", dims)
+        _shape(v_cache, "vcache", dims)
     if k is not None:
         _check(v is not None, "If key is supplied, value must also be passed in")
         _check(cache_seqlens is not None, "If key is supplied, seqlens_k must also be passed in")
+        _check(seqlen_q <= seqlen_k, "If key is supplied, it must have seqlen <= the seqlen of the KV cache")
         _check(k.dtype == q.dtype, "Key must have the same dtype as query")
         _check(v.dtype == q.dtype, "Value must have the same dtype as query")
-        _check(k.stride(-1) == 1, "Key tensor must have contiguous last dimension")
-    _check(cache_seqlens is None or cache_seqlens.dtype == torch.int32, "seqlens_k must have dtype int32")
-    if block_table is not None:
-        _check_pages(block_table, k_cache)
-        _check(cache_batch_idx is None, "Paged KVcache does not support cache_batch_idx")
+        dims = dict(batch_size=batch_size, seqlen_knew=k.shape[1], num_heads_k=num_heads_k, head_size_og=head_size)
+        _shape(k, "k", dims)
+        _shape(v, "v", dims)
+    if cache_seqlens is not None:
+        _check(cache_seqlens.dtype == torch.int32, "seqlens_k must have dtype int32")
+        _check(cache_seqlens.is_contiguous(), "seqlens_k must be contiguous")
+        _shape(cache_seqlens, "seqlens_k", dict(batch_size=batch_size))
     _check(cache_batch_idx is None or cache_batch_idx.dtype == torch.int32, "cache_batch_idx must have dtype int32")
-    B, Tq = q.shape[:2]
-    idx = cache_batch_idx.tolist() if cache_batch_idx is not None else list(range(B))
-    lens = cache_seqlens.tolist() if cache_seqlens is not None else [k_cache.shape[1]] * B
+    idx = cache_batch_idx.tolist() if cache_batch_idx is not None else list(range(batch_size))
+    lens = cache_seqlens.tolist() if cache_seqlens is not None else [k_cache.shape[1]] * batch_size
     out = torch.empty_like(q)
-    for b in range(B):
+    for b in range(batch_size):
         n = lens[b]
-        if block_table is None:
+        if not paged:
             if k is not None:  # append the new keys/values in place, as flash-attn does
                 k_cache[idx[b], n:n + k.shape[1]] = k[b]
                 v_cache[idx[b], n:n + v.shape[1]] = v[b]

@@ -78,14 +78,62 @@ def test_gpu_checks_run_on_cpu_with_a_tiny_model(tmp_path, capsys):
     assert "bench greedy_fp32: ours 8 " in out and "bench fsdp_world1: ours 0 " in out
 
 
-def test_the_recipe_stops_on_a_gpu_machine_without_flash_attn(tmp_path):
-    """make reproduce-7b/14b run `make gpu-ready` first: on a CUDA machine (faked here) without flash-attn it stops
-    with the command that installs it; on this CPU machine it lets the recipe go on."""
-    fake = tmp_path / "python-with-a-gpu"
-    fake.write_text(f'#!/bin/sh\nexec {sys.executable} -c "import sys, torch; torch.cuda.is_available = lambda: True; '
-                    f'exec(sys.argv[1])" "$2"\n')
+def fake_gpu_python(tmp_path, prelude: str) -> Path:
+    """An interpreter that runs `python -c CODE` after a prelude faking what this machine is not."""
+    fake = tmp_path / "python-faked"
+    (tmp_path / "prelude.py").write_text(prelude)
+    fake.write_text(f'#!/bin/sh\nexec {sys.executable} -c "exec(open(\'{tmp_path}/prelude.py\').read()); '
+                    f'import sys; exec(sys.argv[1])" "$2"\n')
     fake.chmod(0o755)
+    return fake
+
+
+@pytest.mark.parametrize("has_flash", [False, True])
+def test_the_recipe_stops_on_a_gpu_machine_without_flash_attn(tmp_path, has_flash):
+    """make reproduce-7b/14b run `make gpu-ready` first: on a CUDA machine (faked here) without flash-attn it stops
+    with the command that installs it, and with flash-attn (faked too) it lets the recipe go on, whatever this
+    machine has; on a machine without CUDA it lets the recipe go on."""
+    spec = "object()" if has_flash else "None"
+    fake = fake_gpu_python(tmp_path, "import importlib.util, torch\ntorch.cuda.is_available = lambda: True\n"
+                           f"find = importlib.util.find_spec\nimportlib.util.find_spec = lambda name, *a: "
+                           f"{spec} if name == 'flash_attn' else find(name, *a)\n")
     p = subprocess.run(["make", "-s", "gpu-ready", f"PY={fake}"], cwd=ROOT, capture_output=True, text=True)
-    assert p.returncode != 0 and "flash-attn is not installed; run: make gpu-install" in p.stdout
+    if has_flash:
+        assert p.returncode == 0, p.stdout + p.stderr
+    else:
+        assert p.returncode != 0 and "flash-attn is not installed; run: make gpu-install" in p.stdout
     if not torch.cuda.is_available():
         assert subprocess.run(["make", "-s", "gpu-ready", f"PY={sys.executable}"], cwd=ROOT).returncode == 0
+
+
+def cuda_build_check() -> str:
+    """The Makefile's CUDA_BUILD_CHECK, as make hands it to python."""
+    text = (ROOT / "Makefile").read_text()
+    script = text.split("define CUDA_BUILD_CHECK\n", 1)[1].split("\nendef", 1)[0]
+    return script.replace("$(VENV)", ".venv").replace("$$", "$")
+
+
+@pytest.mark.parametrize("torch_cuda, nvcc, gpus, expect", [
+    ("12.8", "12.4", [(9, 0)], "90"),                     # an H100/H200: one architecture, not four
+    ("12.8", "12.8", [(8, 0), (8, 9), (9, 0)], "80;90"),  # every 8.x GPU runs the sm80 build
+    ("12.8", "12.8", [], "80;90"),                        # no GPU visible (a build node)
+    ("12.8", "11.8", [(9, 0)], "error: .*nvcc is CUDA 11.8 but torch was built with CUDA 12.8"),
+    ("12.8", None, [(9, 0)], "error: no nvcc on PATH"),
+    (None, "12.8", [(9, 0)], "error: the torch in .venv is a CPU build"),
+])
+def test_gpu_install_builds_for_this_gpu_and_stops_on_a_missing_or_mismatched_nvcc(tmp_path, torch_cuda, nvcc,
+                                                                                   gpus, expect):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    if nvcc:
+        (bin_dir / "nvcc").write_text(f"#!/bin/sh\necho 'Cuda compilation tools, release {nvcc}, V{nvcc}.1'\n")
+        (bin_dir / "nvcc").chmod(0o755)
+    prelude = (f"import torch\ntorch.version.cuda = {torch_cuda!r}\ntorch.cuda.device_count = lambda: {len(gpus)}\n"
+               f"torch.cuda.get_device_capability = lambda i=0: {gpus!r}[i]\n")
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path)}
+    p = subprocess.run([str(fake_gpu_python(tmp_path, prelude)), "-c", cuda_build_check()], capture_output=True,
+                       text=True, env=env)
+    if expect.startswith("error"):
+        assert p.returncode != 0 and re.search(expect, p.stderr), p.stderr
+    else:
+        assert p.returncode == 0 and p.stdout.strip() == expect, p.stderr

@@ -192,12 +192,72 @@ def test_flash_standin_rejects_bad_kvcache_inputs():
         flash_standin.flash_attn_with_kvcache(q.float(), cache.float(), cache.float(), **ok)
 
 
+def test_flash_standin_checks_shapes_and_contiguity_and_accepts_what_the_wrappers_fix():
+    """flash_api.cpp's CHECK_SHAPE / CHECK_CONTIGUOUS and the kvcache seqlen rule; and what the Python wrappers make
+    right before the kernels see it (a non-contiguous last dimension, an int cache_seqlens)."""
+    bf = dict(dtype=torch.bfloat16)
+    q, cache = torch.zeros(2, 1, 4, 64, **bf), torch.zeros(3, 512, 2, 64, **bf)
+    i32 = lambda x: torch.tensor(x, dtype=torch.int32)
+    seqlens = i32([3, 5])
+    kv = lambda **kw: flash_standin.flash_attn_with_kvcache(**{"q": q, "k_cache": cache, "v_cache": cache.clone(),
+                                                              "cache_seqlens": seqlens, "causal": True, **kw})
+    strided_q = torch.zeros(2, 1, 64, 4, **bf).transpose(2, 3)  # last dimension not contiguous
+    kv(q=strided_q)
+    kv(cache_seqlens=4, k_cache=torch.zeros(2, 512, 2, 64, **bf), v_cache=torch.zeros(2, 512, 2, 64, **bf))
+    new_k = torch.zeros(2, 1, 2, 64, **bf)
+    kv(k=new_k, v=new_k.clone())
+    table = torch.tensor([[0], [2]], dtype=torch.int32)
+    pages = torch.zeros(3, 256, 2, 64, **bf)
+    kv(k_cache=pages, v_cache=pages.clone(), block_table=table, k=new_k, v=new_k.clone())
+    for bad, message in [
+            (dict(cache_seqlens=i32([3, 5, 1])), r"seqlens_k must have shape \(batch_size\)"),
+            (dict(cache_seqlens=i32([3, 0, 5, 0])[::2]), "seqlens_k must be contiguous"),
+            (dict(v_cache=torch.zeros(3, 512, 4, 64, **bf)), r"vcache must have shape \(batch_size_c, seqlen_k"),
+            (dict(k=torch.zeros(2, 1, 4, 64, **bf), v=torch.zeros(2, 1, 4, 64, **bf)), r"k must have shape \(batch"),
+            (dict(q=torch.zeros(2, 600, 4, 64, **bf), k=torch.zeros(2, 600, 2, 64, **bf),
+                  v=torch.zeros(2, 600, 2, 64, **bf)), "it must have seqlen <= the seqlen of the KV cache"),
+            (dict(k_cache=pages, v_cache=pages.clone(), block_table=table[:1]),
+             r"block_table must have shape \(batch_size, max_num_blocks_per_seq\)")]:
+        with pytest.raises(RuntimeError, match=message):
+            kv(**bad)
+    qv, kvv = torch.zeros(10, 4, 64, **bf), torch.zeros(10, 2, 64, **bf)
+    cu = torch.tensor([0, 4, 10], dtype=torch.int32)
+    varlen = lambda **kw: flash_standin.flash_attn_varlen_func(**{
+        "q": qv, "k": kvv, "v": kvv.clone(), "cu_seqlens_q": cu, "cu_seqlens_k": cu, "max_seqlen_q": 6,
+        "max_seqlen_k": 6, "causal": True, **kw})
+    varlen(q=torch.zeros(10, 64, 4, **bf).transpose(1, 2))
+    for bad, message in [
+            (dict(cu_seqlens_q=i32([0, 9, 4, 9, 10, 9])[::2]), "cu_seqlens_q must be contiguous"),
+            (dict(cu_seqlens_k=i32([0, 10])), r"cu_seqlens_k must have shape \(batch_size \+ 1\)"),
+            (dict(v=torch.zeros(10, 4, 64, **bf)), r"v must have shape \(total_k, num_heads_k, head_size\)")]:
+        with pytest.raises(RuntimeError, match=message):
+            varlen(**bad)
+
+
 def test_every_script_can_say_which_attention_runs(monkeypatch):
     assert M.attention_summary("cpu", torch.float32) == "attention: torch SDPA, fp32"
     assert M.attention_summary("cuda", torch.bfloat16) == \
         "attention: torch SDPA (flash-attn is not installed: make gpu-install), bf16"
     monkeypatch.setattr(M, "flash_attn", types.SimpleNamespace(__version__="2.8.3"))
     assert M.attention_summary("cuda:3", torch.bfloat16) == "attention: flash-attn 2.8.3 varlen, bf16"
+    assert M.attention_summary("cuda", torch.float32) == \
+        "attention: torch SDPA (flash-attn takes fp16 and bf16 only), fp32"
+
+
+def test_the_automatic_choice_takes_flash_attn_only_where_its_kernels_run(tiny_models, monkeypatch):
+    """flash-attn's kernels refuse fp32: a float32 model on CUDA attends with SDPA, whatever is installed; the
+    choice is made from the compute dtype (the embedding's output, bf16 under FSDP2's mixed precision)."""
+    import flash_standin
+    monkeypatch.setattr(M, "flash_attn", flash_standin)
+    m = M.Transformer.from_pretrained(tiny_models["qwen2"])
+    assert m.uses_flash("cuda", torch.bfloat16) and m.uses_flash("cuda:1", torch.float16)
+    assert not m.uses_flash("cuda", torch.float32) and not m.uses_flash("cpu", torch.bfloat16)
+    monkeypatch.setattr(M, "flash_attn", None)
+    assert not m.uses_flash("cuda", torch.bfloat16)
+    m.attn_backend = "flash"  # forced: the stand-in's dtype check is what a real kernel would say
+    monkeypatch.setattr(M, "flash_attn", flash_standin)
+    with pytest.raises(RuntimeError, match="FlashAttention only support fp16 and bf16 data type"):
+        m(torch.tensor([[1, 2, 3]]))
 
 
 def test_sdpa_fallback_never_builds_the_score_matrix():
@@ -216,3 +276,25 @@ def test_sdpa_fallback_never_builds_the_score_matrix():
         out = M.attention(q, k, v, info, 0)
     peak = tracker.get_tracker_snapshot("peak")[torch.device("cpu")]["Total"]
     assert out.shape == q.shape and peak < 0.25 * T * T * 4
+
+
+def test_the_lm_head_gradient_is_summed_over_the_loss_chunks_in_fp32():
+    """Under FSDP2's mixed precision the unsharded lm_head weight is bf16; its gradient is the sum of one term per
+    loss chunk (16 for a 16k-token row). Summed in fp32 and rounded once it is the fp32 gradient to bf16 precision;
+    summed in bf16, as autograd does for chunks computed apart, it is not."""
+    g = torch.Generator().manual_seed(0)
+    h, w = torch.randn(512, 64, generator=g), torch.randn(256, 64, generator=g) * 0.1
+    targets, scale = torch.randint(0, 256, (512,), generator=g), torch.full((512,), 1 / 512)
+
+    def grad_w(rows, dtype, chunk):
+        weight = w.to(dtype, copy=True).requires_grad_()
+        M.ChunkedCrossEntropy.apply(h[rows].to(dtype), weight, targets[rows], scale[rows], chunk).backward()
+        return weight.grad
+
+    exact = grad_w(slice(None), torch.float32, 512)
+    ours = grad_w(slice(None), torch.bfloat16, 8)  # 64 chunks
+    naive = sum(grad_w(slice(i, i + 8), torch.bfloat16, 8) for i in range(0, 512, 8))  # added up in bf16
+    error = lambda x: ((x.float() - exact).abs().max() / exact.abs().max()).item()
+    assert ours.dtype == naive.dtype == torch.bfloat16
+    assert error(ours) < 2**-7  # bf16 inputs and one rounding of the sum
+    assert error(naive) > 1.5 * error(ours), (error(naive), error(ours))

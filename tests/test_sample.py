@@ -1,5 +1,6 @@
 """sample.py: greedy parity with transformers' generate, sampling, continuous batching, the resumable CLI."""
 import json
+import weakref
 
 import pytest
 import torch
@@ -292,3 +293,85 @@ def test_decode_graphs_pad_rows_into_buckets_and_change_nothing(qwen2, monkeypat
         graphs = sample.generate(model, prompts, cuda_graphs=True, **kw)
         assert [o[0].tokens for o in graphs] == [o[0].tokens for o in eager]
     assert sample.decode_buckets(12) == [1, 2, 4, 8, 12] and sample.decode_buckets(40) == [1, 2, 4, 8, 16, 32, 40]
+    # the graphs' block table is as wide as the engine's longest sequence, not the model's context: flash-attn
+    # fixes its split-KV count from that width at capture (a 131k-token table would leave most SMs idle)
+    longest = max(len(p) for p in prompts) + 20
+    graphs = sample._engine.graphs
+    assert graphs.block_table.shape[1] == -(-longest // 256) < -(-model.config.max_position_embeddings // 256)
+
+
+class CachingAllocator:
+    """torch's CUDA caching allocator as far as sizing a KV cache sees it (c10/cuda/CUDACachingAllocator.cpp,
+    torch/cuda/memory.py): a freed tensor's blocks stay reserved by the process until empty_cache(); mem_get_info
+    (the driver's cudaMemGetInfo) counts reserved memory as used; memory_allocated counts live tensors and
+    max_memory_allocated their peak since reset_peak_memory_stats. Sizes are real CPU bytes: a GB of the modelled
+    GPU is GB bytes, so that a tiny model's few MB of cache stand for tens of GB."""
+    GB = 2**16
+
+    def __init__(self, total):
+        self.total, self.allocated, self.reserved, self.peak = total, 0, 0, 0
+
+    def take(self, n):
+        self.allocated += n
+        self.reserved, self.peak = max(self.reserved, self.allocated), max(self.peak, self.allocated)
+
+    def tensor(self, t):
+        n = t.numel() * t.element_size()
+        self.take(n)
+        weakref.finalize(t, lambda: setattr(self, "allocated", self.allocated - n))
+
+    def install(self, monkeypatch):
+        cuda = torch.cuda
+        monkeypatch.setattr(cuda, "mem_get_info", lambda device=None: (self.total - self.reserved, self.total))
+        monkeypatch.setattr(cuda, "memory_allocated", lambda device=None: self.allocated)
+        monkeypatch.setattr(cuda, "memory_reserved", lambda device=None: self.reserved)
+        monkeypatch.setattr(cuda, "max_memory_allocated", lambda device=None: self.peak)
+        monkeypatch.setattr(cuda, "reset_peak_memory_stats", lambda device=None: setattr(self, "peak", self.allocated))
+        monkeypatch.setattr(cuda, "empty_cache", lambda: setattr(self, "reserved", self.allocated))
+        monkeypatch.setattr(cuda, "synchronize", lambda device=None: None)
+        init = M.KVCache.__init__
+
+        def kv_cache(cache, *args, **kwargs):
+            init(cache, *args, **kwargs)
+            for t in cache.k + cache.v:
+                self.tensor(t)
+        monkeypatch.setattr(M.KVCache, "__init__", kv_cache)
+
+
+class OnGpu(torch.nn.Parameter):
+    """A CPU weight that says it is on CUDA: the engine then sizes its cache as on a GPU."""
+    is_cuda = property(lambda self: True)
+
+
+def test_two_benchmarks_and_two_models_in_one_process_under_the_caching_allocator(tiny_models, monkeypatch):
+    """evaluate.py's benchmarks one after another, then data/build.py bounds' second model, on a modelled 80 GB GPU.
+    Sizing each call's cache from the memory free now fails on the second call: the first cache went back to
+    torch's allocator, not to the driver. One engine per model (reused), released before the next model's is sized
+    with the allocator emptied, works."""
+    gib = CachingAllocator.GB
+    gpu = CachingAllocator(80 * gib)
+    gpu.install(monkeypatch)
+    tok = sample.load_tokenizer(tiny_models["qwen2"])
+    prompts = [[sample.prompt_ids(tok, p) for p in PROBLEMS], [sample.prompt_ids(tok, p + " Twice.") for p in PROBLEMS]]
+
+    def load(family):
+        m = M.Transformer.from_pretrained(tiny_models[family])
+        m.lm_head.weight = OnGpu(m.lm_head.weight.data, requires_grad=False)
+        gpu.take(15 * gib)  # its weights
+        return m
+
+    a = load("qwen2")
+    kw = dict(max_new_tokens=8, batch_size=4, page_size=256)  # a GPU's pages
+    first = sample.generate(a, prompts[0], **kw)
+    engine, cache_bytes = sample._engine, gpu.allocated - 15 * gib
+    room, page = 0.9 * 80 * gib - 15 * gib, M.KVCache.page_bytes(a.config, 256, torch.float32)
+    assert room - page < cache_bytes <= room  # 90% of the GPU, less what is used
+    second = sample.generate(a, prompts[1], **kw)  # the next benchmark: the same engine, nothing allocated
+    assert sample._engine is engine and gpu.allocated == 15 * gib + cache_bytes and len(second) == len(PROBLEMS)
+    assert [o[0].tokens for o in sample.generate(a, prompts[0], **kw)] == [o[0].tokens for o in first]
+    del engine  # (the test's own reference to it)
+    b = load("llama")  # bounds: the long model after the short one
+    sample.generate(b, prompts[0], **kw)
+    assert sample._engine.model is b and gpu.allocated <= 0.9 * gpu.total
+    sample.release_engine()
+    assert sample._engine is None and gpu.reserved == gpu.allocated == 30 * gib  # the weights alone
