@@ -140,56 +140,85 @@ def bench_kv_memory(workdir: Path):
            identical_tokens=True)
 
 
+# aten operations that read a device value back to the host (a sync on CUDA whatever the values)
 SYNC_OPS = {"_local_scalar_dense", "nonzero", "masked_select", "unique_dim", "_unique2", "item"}
 
 
+def cuda_sync(func, args) -> bool:
+    """Would this aten call synchronise the host with a CUDA device? Counted by CUDA's rules, not by what a CPU
+    happens to do: the reads above, and a boolean-mask index or index_put_, which ATen expands with nonzero, unless
+    index_put_ qualifies for masked_fill_ (canDispatchToMaskedFill in aten/src/ATen/native/TensorAdvancedIndexing.cpp:
+    one mask, on the tensor's device, and a one-element value on the CPU)."""
+    name = func.overloadpacket.__name__
+    if name in SYNC_OPS:
+        return True
+    if name in ("index", "index_put", "index_put_", "_index_put_impl_"):
+        masks = [i for i in args[1] if i is not None and i.dtype in (torch.bool, torch.uint8)]
+        if not masks:
+            return False
+        fill = name != "index" and len(masks) == 1 and len([i for i in args[1] if i is not None]) == 1 \
+            and args[2].numel() == 1 and args[2].device.type == "cpu"
+        return not fill
+    return False
+
+
 class OpCounter(torch.utils._python_dispatch.TorchDispatchMode):
-    """Counts aten operations, and the host syncs among them (reads of a device value back to the host: item,
-    bool(), nonzero, ..., and Tensor.tolist, which CPU tensors serve without an aten op)."""
+    """Counts aten operations, the kernels among them (views excluded), and the host syncs a CUDA run would make
+    (cuda_sync; Tensor.tolist, which CPU tensors serve without an aten op; and a tensor made on the device from
+    host data by torch.tensor(..., device=...), whose copy from pageable memory synchronises the stream:
+    memcpy_and_sync in aten/src/ATen/native/cuda/Copy.cu)."""
 
     def __init__(self):
         super().__init__()
-        self.ops, self.syncs = 0, 0
+        self.ops, self.kernels, self.syncs = 0, 0, 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         self.ops += 1
-        self.syncs += func.overloadpacket.__name__ in SYNC_OPS
+        self.kernels += not func.is_view and func.overloadpacket.__name__ not in ("detach", "lift_fresh", "alias")
+        self.syncs += cuda_sync(func, args)
         return func(*args, **(kwargs or {}))
 
     def __enter__(self):
-        self.tolist = torch.Tensor.tolist
-        torch.Tensor.tolist = lambda t: (setattr(self, "syncs", self.syncs + 1), self.tolist(t))[1]
+        self.tolist, self.tensor = torch.Tensor.tolist, torch.tensor
+        count = lambda: setattr(self, "syncs", self.syncs + 1)
+        torch.Tensor.tolist = lambda t: (count(), self.tolist(t))[1]
+        torch.tensor = lambda *a, **k: (k.get("device") is not None and count(), self.tensor(*a, **k))[1]
         return super().__enter__()
 
     def __exit__(self, *exc):
-        torch.Tensor.tolist = self.tolist
+        torch.Tensor.tolist, torch.tensor = self.tolist, self.tensor
         return super().__exit__(*exc)
 
 
-def layer_ops(layer, step) -> int:
-    """aten operations inside one decoder layer during step()."""
+def layer_ops(layer, step) -> tuple[int, int]:
+    """(aten operations, kernels) inside one decoder layer during step()."""
     counter = OpCounter()
     hooks = [layer.register_forward_pre_hook(lambda m, a: counter.__enter__() and None),
              layer.register_forward_hook(lambda m, a, o: counter.__exit__(None, None, None) and None)]
     step()
     for h in hooks:
         h.remove()
-    return counter.ops
+    return counter.ops, counter.kernels
 
 
 @torch.no_grad()
 def bench_decode_ops(workdir: Path):
-    """A decode step of 32 rows on the bench model, counted op by op (no timing, so no noise): aten operations
-    per decoder layer, and host syncs per step, ours (the engine's step: model, sampling, bookkeeping) against
-    transformers' (a forward with its cache, and generate's per-step work, counted over a whole generate)."""
+    """A decode step of 32 rows on the bench model, counted op by op (no timing, so no noise): aten operations and
+    kernels per decoder layer, and the host syncs a CUDA run would make per prefill and per decode step (sampling at
+    temperature 0.7, top_p 0.95), ours (the engine's step: model, sampling, bookkeeping) against transformers' (a
+    forward with its cache, and generate's per-step work)."""
     from transformers import AutoModelForCausalLM, DynamicCache
     path, tok, ours, prompts, _ = generation_setup(workdir)
     ref = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     batch = [p[:60] for p in prompts[:32]]
     engine = sample.Engine(ours, 33, 128, 32, 8192, 128, False)
-    engine.start([sample.Sequence(i, p, 50, 0) for i, p in enumerate(batch)], (0.0, 1.0, 0), set())
-    engine.step()  # the prefill
-    ours_ops = layer_ops(ours.model.layers[0], engine.step)
+    engine.start([sample.Sequence(i, p, 50, sample.sequence_key(0, p, 0)) for i, p in enumerate(batch)],
+                 (0.7, 0.95, 0), set())
+    counter = OpCounter()
+    with counter:
+        engine.step()  # the prefill
+    ours_prefill = counter.syncs
+    ours_ops, ours_kernels = layer_ops(ours.model.layers[0], engine.step)
     counter = OpCounter()
     with counter:
         for _ in range(10):
@@ -198,15 +227,21 @@ def bench_decode_ops(workdir: Path):
     ids = torch.tensor(batch)
     cache = DynamicCache(config=ref.config)
     out = ref(ids, past_key_values=cache, use_cache=True)
-    ref_ops = layer_ops(ref.model.layers[0], lambda: ref(out.logits[:, -1:].argmax(-1), past_key_values=cache,
-                                                           use_cache=True))
+    ref_ops, ref_kernels = layer_ops(ref.model.layers[0], lambda: ref(out.logits[:, -1:].argmax(-1),
+                                                                       past_key_values=cache, use_cache=True))
+    sampled = dict(attention_mask=torch.ones_like(ids), do_sample=True, temperature=0.7, top_p=0.95, pad_token_id=0)
     counter = OpCounter()
     with counter:
-        ref.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=11, min_new_tokens=11, do_sample=False,
-                     pad_token_id=0)
-    ref_syncs = counter.syncs / 11
+        ref.generate(ids, max_new_tokens=1, min_new_tokens=1, **sampled)
+    ref_prefill = counter.syncs
+    counter = OpCounter()
+    with counter:
+        ref.generate(ids, max_new_tokens=11, min_new_tokens=11, **sampled)
+    ref_syncs = (counter.syncs - ref_prefill) / 10
     report("decode_ops", ours_ops, ref_ops, "ops/layer")
-    report("decode_syncs", ours_syncs, ref_syncs, "syncs/step")
+    report("decode_kernels", ours_kernels, ref_kernels, "kernels/layer (views excluded)")
+    report("prefill_syncs", ours_prefill, ref_prefill, "host syncs per prefill, counted as on CUDA")
+    report("decode_syncs", ours_syncs, ref_syncs, "host syncs per decode step, counted as on CUDA")
 
 
 def train_side(side, path, examples, steps, global_batch, row_tokens, micro_batch):

@@ -23,7 +23,6 @@ slot (page * page_size + offset). A forward with T > 1 is a prefill (packed prom
 """
 
 import hashlib
-import itertools
 import json
 import math
 import os
@@ -163,12 +162,21 @@ class KVCache:
         return 2 * cfg.num_hidden_layers * page_size * cfg.num_key_value_heads * cfg.head_dim * dtype.itemsize
 
 
+def to_device(values, dtype, device) -> torch.Tensor:
+    """A host list as a tensor on `device` without waiting for the GPU: staged in pinned memory and copied
+    asynchronously. torch.tensor(values, device="cuda") copies from pageable memory, which synchronises the stream
+    (memcpy_and_sync in aten/src/ATen/native/cuda/Copy.cu): the CPU would wait for every kernel queued before."""
+    pinned = torch.device(device).type == "cuda"
+    return torch.tensor(values, dtype=dtype, pin_memory=pinned).to(device, non_blocking=pinned)
+
+
 @dataclass
 class CacheIndex:
     """Where the tokens of a cached forward go and what they attend to: integer tensors the engine builds once
     per step, in their final dtype, from what it knows on the host (so the forward never waits on the device)."""
     slots: torch.Tensor                      # (tokens,) int64: the cache slot each token's key and value go to
     doc_lengths: list | None = None          # prefill: the packed prompts' lengths (each starts at position 0)
+    cu_seqlens: torch.Tensor | None = None   # prefill: (prompts + 1,) int32, their boundaries in the row
     block_table: torch.Tensor | None = None  # decode: (rows, pages) int32, every row's pages in order
     seqlens: torch.Tensor | None = None      # decode: (rows,) int32, tokens of each row in the cache before this one
     first_page: int | None = None            # sdpa decode: the rows hold one page each, first_page, first_page + 1, ...
@@ -207,8 +215,7 @@ def attn_info(positions: torch.Tensor, cache, index: CacheIndex | None, flash: b
                 ~visible, float("-inf"))[:, None, None]
         return info
     if index is not None:  # a prefill: the engine knows its documents
-        lengths = index.doc_lengths
-        cu_seqlens = torch.tensor([0, *itertools.accumulate(lengths)], dtype=torch.int32, device=positions.device)
+        lengths, cu_seqlens = index.doc_lengths, index.cu_seqlens
     else:  # training: a document starts wherever the position is 0
         starts = positions == 0
         starts[:, 0] = True  # a row always starts a document

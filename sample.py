@@ -42,7 +42,7 @@ import torch.distributed as dist
 
 from common import (ID, PROBLEM_TYPES, TEXT, ArgumentParser, atomic_write, check_settings, read_jsonl,
                     row_type_error)
-from model import CacheIndex, KVCache, Transformer, attention_summary, model_path
+from model import CacheIndex, KVCache, Transformer, attention_summary, model_path, to_device
 
 OUTPUT_TYPES = {"id": ID, "sample": int, "response": TEXT, "tokens": int, "finish": TEXT}  # a line of an output
 
@@ -157,7 +157,8 @@ def sample_tokens(logits, temperature, top_p, top_k, u) -> torch.Tensor:
         if top_k:
             probs[:, top_k:] = 0
         before = probs.cumsum(-1) - probs  # mass of the more likely tokens: keep a token while that is < top_p
-        probs[before >= top_p] = 0
+        probs.masked_fill_(before >= top_p, 0)  # (probs[mask] = 0 would reach ATen's index_put_, which turns it
+                                                # into this only for a CPU scalar: canDispatchToMaskedFill)
     elif top_k:
         probs, order = probs.topk(min(top_k, probs.shape[-1]), -1)
     cdf = probs.double().cumsum(-1)
@@ -304,10 +305,11 @@ class Engine:
             slots += [self.slot(seq, p) for p in range(len(tokens))]
             lengths.append(len(tokens))
             seq.cached = len(tokens)
-        as_tensor = lambda x: torch.tensor(x, device=self.device)
-        index = CacheIndex(as_tensor(slots), doc_lengths=lengths)
+        bounds = [0, *itertools.accumulate(lengths)]
+        as_tensor = lambda x, dtype=torch.int64: to_device(x, dtype, self.device)
+        index = CacheIndex(as_tensor(slots), doc_lengths=lengths, cu_seqlens=as_tensor(bounds, torch.int32))
         hidden = self.model(as_tensor([ids]), as_tensor([positions]), self.cache, index)
-        ends = as_tensor(list(itertools.accumulate(lengths))) - 1
+        ends = as_tensor([b - 1 for b in bounds[1:]])
         self.running += batch
         return batch, hidden[0, ends]
 
@@ -325,13 +327,13 @@ class Engine:
         width = max(len(s.pages) for s in batch)
         # one page per row, in consecutive pages: the SDPA decode reads the cache in place
         one_each = width == 1 and batch[-1].pages[0] - batch[0].pages[0] == len(batch) - 1
-        ids = torch.tensor([[s.tokens[-1]] for s in batch], device=self.device)
-        positions = torch.tensor([[s.cached] for s in batch], device=self.device)
+        # the step's integer tensors, copied without a sync (to_device): the step's one sync is the sampled tokens
+        as_tensor = lambda x, dtype=torch.int64: to_device(x, dtype, self.device)
+        ids, positions = as_tensor([[s.tokens[-1]] for s in batch]), as_tensor([[s.cached] for s in batch])
         index = CacheIndex(
-            slots=torch.tensor([self.slot(s, s.cached) for s in batch], device=self.device),
-            block_table=torch.tensor([s.pages + [0] * (width - len(s.pages)) for s in batch], dtype=torch.int32,
-                                     device=self.device),
-            seqlens=torch.tensor([s.cached for s in batch], dtype=torch.int32, device=self.device),
+            slots=as_tensor([self.slot(s, s.cached) for s in batch]),
+            block_table=as_tensor([s.pages + [0] * (width - len(s.pages)) for s in batch], torch.int32),
+            seqlens=as_tensor([s.cached for s in batch], torch.int32),
             first_page=batch[0].pages[0] if one_each else None, max_len=max(s.cached for s in batch) + 1)
         use_graph = self.graphs is not None and len(batch) <= self.graphs.buckets[-1]
         hidden = self.graphs(ids, positions, index) if use_graph else self.model(ids, positions, self.cache, index)
@@ -344,8 +346,8 @@ class Engine:
         temperature, top_p, top_k = self.sampling
         u = None
         if temperature:
-            keys = torch.tensor([s.key for s in batch], dtype=torch.int64, device=self.device)
-            steps = torch.tensor([len(s.tokens) for s in batch], dtype=torch.int64, device=self.device)
+            keys = to_device([s.key for s in batch], torch.int64, self.device)
+            steps = to_device([len(s.tokens) for s in batch], torch.int64, self.device)
             u = uniforms(keys, steps)
         return sample_tokens(self.model.lm_head(hidden), temperature, top_p, top_k, u).tolist()
 

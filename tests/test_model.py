@@ -1,4 +1,5 @@
 """model.py against transformers on tiny random checkpoints: logits, packing, KV cache, save/load, errors."""
+import itertools
 import json
 import types
 
@@ -40,7 +41,8 @@ def test_packed_forward_equals_separate_forwards(tiny_models, family, lengths):
 def prefill_index(pages, page_size, lengths):
     """The CacheIndex of packed prompts, prompt k in the pages pages[k]."""
     slots = [p[t // page_size] * page_size + t % page_size for p, n in zip(pages, lengths) for t in range(n)]
-    return M.CacheIndex(torch.tensor(slots), doc_lengths=list(lengths))
+    bounds = torch.tensor([0, *itertools.accumulate(lengths)], dtype=torch.int32)
+    return M.CacheIndex(torch.tensor(slots), doc_lengths=list(lengths), cu_seqlens=bounds)
 
 
 def decode_index(pages, page_size, positions):

@@ -375,3 +375,27 @@ def test_two_benchmarks_and_two_models_in_one_process_under_the_caching_allocato
     assert sample._engine.model is b and gpu.allocated <= 0.9 * gpu.total
     sample.release_engine()
     assert sample._engine is None and gpu.reserved == gpu.allocated == 30 * gib  # the weights alone
+
+
+def test_a_decode_step_makes_one_host_sync_counted_as_on_cuda(qwen2):
+    """The step's integer tensors reach the device through pinned memory without waiting (model.to_device), top-p
+    masks with masked_fill_, and the step's one read is the sampled tokens; counted by CUDA's rules
+    (bench.OpCounter), which the counter itself is checked against."""
+    import bench
+    m, tok, _ = qwen2
+    prompts = [sample.prompt_ids(tok, p) for p in PROBLEMS]
+    engine = sample.Engine(m, 9, 64, 4, 8192, 64, False)
+    engine.start([sample.Sequence(i, p, 20, sample.sequence_key(0, p, 0)) for i, p in enumerate(prompts)],
+                 (0.7, 0.95, 0), set())
+    for _ in range(4):  # the prefill, then decode steps
+        with bench.OpCounter() as counter:
+            engine.step()
+        assert counter.syncs == 1
+    with bench.OpCounter() as counter:  # what counts: a pageable copy to the device, a boolean index, a read
+        torch.tensor([1, 2], device="cpu")
+        x = torch.rand(3, 4)
+        x[x > 0.5]
+        x[x > 0.5] = 0  # masked_fill_ underneath (canDispatchToMaskedFill): no sync
+        x.masked_fill_(x > 0.2, 1.0)
+        x.sum().item()
+    assert counter.syncs == 3
