@@ -180,7 +180,7 @@ it first, e.g. huggingface-cli download $(notdir $(1)) --local-dir $(1) (the rep
 set MODEL_DIR / LONG_MODEL / SHORT_MODEL."; exit 1; }
 
 .PHONY: reproduce reproduce-static report reproduce-7b reproduce-14b reproduce-7b-static reproduce-14b-static \
-	reproduce-tiny tiny-chain
+	reproduce-tiny tiny-chain baselines tiny-baselines
 
 R1_7B  := RUN=out/r1_7b RECIPE=config/r1_7b.py LONG_MODEL=$(MODEL_DIR)/DeepSeek-R1-Distill-Qwen-7B \
 	SHORT_MODEL=$(MODEL_DIR)/Qwen2.5-7B-Instruct
@@ -274,6 +274,21 @@ $(RUN)/eval/tldr/summary.json $(RUN)/eval/static/summary.json: $(RUN)/eval/%/sum
 		--bench gsm8k,math500,aime24,amc23 --protocol tldr-paper --data_dir $(BENCH_DIR) --out_dir $(RUN)/eval/$* \
 		--compare $(RUN)/eval/base/summary.json $(EVAL_FLAGS)
 
+# make baselines: the released checkpoints of rival methods for the same base model (data/baselines.json, each with
+# the source that names it), evaluated with the protocol of the base model and TLDR into RUN/eval/baseline-NAME and
+# placed in the report. Each is the Hugging Face directory MODEL_DIR/NAME; BASELINES picks some by name.
+BASELINES    ?= $(shell $(PYTHON) -c "import json; print(' '.join(b['name'] for b in json.load(open('data/baselines.json'))['baselines']))")
+baseline_repo = $(shell $(PYTHON) -c "import json; print(next((b['repo'] for b in json.load(open('data/baselines.json'))['baselines'] if b['name'] == '$(1)'), '$(1)'))")
+
+baselines: install $(foreach b,$(BASELINES),$(RUN)/eval/baseline-$(b)/summary.json)
+	$(PY) report.py $(RUN) --published $(PUBLISHED)
+
+$(RUN)/eval/baseline-%/summary.json: $(addprefix $(BENCH_DIR)/,gsm8k_test.jsonl math500.jsonl aime24.jsonl amc23.jsonl)
+	@test -f $(MODEL_DIR)/$*/config.json || { echo "error: $(MODEL_DIR)/$* is not a model directory (no config.json). \
+	Download it first: huggingface-cli download $(call baseline_repo,$*) --local-dir $(MODEL_DIR)/$*"; exit 1; }
+	$(DATA_PARALLEL) evaluate.py --model $(MODEL_DIR)/$* --bench gsm8k,math500,aime24,amc23 --protocol tldr-paper \
+		--data_dir $(BENCH_DIR) --out_dir $(RUN)/eval/baseline-$* $(EVAL_FLAGS)
+
 # make reproduce-tiny: the same chain on CPU in minutes, with tiny Qwen2 stand-ins (random, saved by
 # transformers, then fitted for a few steps to part of the answers: a random model answers nothing correctly)
 # and slices of the benchmark files in TINY_SOURCE (the shared copies, or data/bench after data/prepare.py)
@@ -309,6 +324,12 @@ TINY_STATIC := --warmup_steps=1
 
 reproduce-tiny: install
 	$(MAKE) tiny-chain
+
+# make baselines on the tiny chain: a copy of the tiny short stand-in plays each "released" checkpoint
+tiny-baselines: $(TINY)/models/short/config.json
+	for b in $(BASELINES); do test -d $(TINY)/models/$$b || cp -r $(TINY)/models/short $(TINY)/models/$$b; done
+	$(MAKE) baselines PUBLISHED=7b RUN=$(TINY)/run BENCH_DIR=$(TINY)/bench MODEL_DIR=$(TINY)/models NPROC=2 \
+		EVAL_FLAGS="--max_new_tokens 128"
 
 # reproduce-tiny without the install step (the test runs it with its own interpreter: make tiny-chain PY=...)
 tiny-chain: $(TINY)/models/long/config.json $(TINY)/models/short/config.json

@@ -63,6 +63,10 @@ PROTOCOLS = {
     # accuracy averaged over them; SkyThought's prompts
     "tldr-paper": dict(temperature=0.7, top_p=1.0, max_new_tokens=8192, samples={"aime24": 8, "amc23": 8},
                        prompts=SKYTHOUGHT_PROMPTS),
+    # the paper's protocol at the cap and sample count the rival methods report with (32k tokens, 16 samples on the
+    # small sets): beside tldr-paper it shows how much of a model's compression is answers cut at 8192
+    "long": dict(temperature=0.7, top_p=1.0, max_new_tokens=32768, samples={"aime24": 16, "amc23": 16},
+                 prompts=SKYTHOUGHT_PROMPTS),
 }
 
 
@@ -87,6 +91,26 @@ def _mean(xs):
     return sum(xs) / len(xs) if xs else None
 
 
+def _quantile(xs, q):
+    """numpy's default (linear) quantile of a list, None for an empty one."""
+    xs = sorted(xs)
+    if not xs:
+        return None
+    at = q * (len(xs) - 1)
+    lo = int(at)
+    return xs[lo] + (xs[min(lo + 1, len(xs) - 1)] - xs[lo]) * (at - lo)
+
+
+def standard_error(per_problem: list[float]) -> float | None:
+    """The standard error of an accuracy averaged over problems (each problem's mean over its samples): the spread
+    across problems carries both the problems' difficulty and the samples' luck. None for a single problem."""
+    n = len(per_problem)
+    if n < 2:
+        return None
+    mean = sum(per_problem) / n
+    return math.sqrt(sum((x - mean) ** 2 for x in per_problem) / (n - 1) / n)
+
+
 def bench_metrics(problems, responses, n):
     """Metrics of one benchmark: problems are its rows, responses the graded samples (n per problem;
     a missing sample, e.g. a prompt longer than the model's context, counts as wrong)."""
@@ -101,13 +125,17 @@ def bench_metrics(problems, responses, n):
         "responses": len(responses),
         "missing": len(problems) * n - len(responses),
         "accuracy": sum(correct) / (len(problems) * n),  # averaged over samples
+        "accuracy_se": standard_error([c / n for c in correct]),
         # the same responses graded by the rules of the paper's harness (grade.py --rules skythought)
         "accuracy_paper": sum(r["correct_paper"] for r in responses) / (len(problems) * n),
         "pass@k": {str(k): _mean(pass_at_k(n, c, k) for c in correct) for k in ks},
+        # output tokens in the model's own tokenizer: the generated ids, the stop token included
         "tokens": _mean(r["tokens"] for r in responses),
+        "tokens_median": _quantile([r["tokens"] for r in responses], 0.5),
+        "tokens_p90": _quantile([r["tokens"] for r in responses], 0.9),
         "tokens_correct": _mean(r["tokens"] for r in responses if r["correct"]),
         "tokens_wrong": _mean(r["tokens"] for r in responses if not r["correct"]),
-        "cut_at_limit": _mean(r["finish"] == "length" for r in responses),
+        "cut_at_limit": _mean(r["finish"] == "length" for r in responses),  # the share of answers cut at the cap
         "grading_errors": dict(Counter(r["error"].split(":")[0] for r in responses if r["error"])),
     }
     if any("level" in p for p in problems):  # MATH500 by difficulty level
@@ -176,17 +204,20 @@ def markdown_report(summary, base=None):
 
     ks = sorted({k for m in summary["benchmarks"].values() for k in m["pass@k"]}, key=int)
     lines += ["", "## Details", "",
-              "| benchmark | problems x samples | accuracy | paper's rules | " + " | ".join(f"pass@{k}" for k in ks)
-              + " | tokens (all / correct / wrong) | cut at limit | grading errors |",
-              "| --- |" + " ---: |" * (len(ks) + 6)]
+              "| benchmark | problems x samples | accuracy ± s.e. | paper's rules | " +
+              " | ".join(f"pass@{k}" for k in ks) + " | tokens: mean / median / p90 | tokens: correct / wrong | "
+              "cut at limit | grading errors |",
+              "| --- |" + " ---: |" * (len(ks) + 7)]
     for b, m in summary["benchmarks"].items():
         passes = " | ".join(_fmt(m["pass@k"].get(k), True) for k in ks)
         errors = ", ".join(f"{v} {k}" for k, v in m["grading_errors"].items()) or "0"
         missing = f" ({m['missing']} missing)" if m["missing"] else ""
-        tokens = f"{_fmt(m['tokens'])} / {_fmt(m['tokens_correct'])} / {_fmt(m['tokens_wrong'])}"
+        lengths = " / ".join(_fmt(m[k]) for k in ("tokens", "tokens_median", "tokens_p90"))
+        split = f"{_fmt(m['tokens_correct'])} / {_fmt(m['tokens_wrong'])}"
+        se = f" ± {_fmt(m['accuracy_se'], True)}" if m["accuracy_se"] is not None else ""
         lines.append(f"| {TITLES.get(b, b)} | {m['problems']} x {m['samples']}{missing} | "
-                     f"{_fmt(m['accuracy'], True)} | {_fmt(m.get('accuracy_paper'), True)} | {passes} | {tokens} | "
-                     f"{_fmt(m['cut_at_limit'], True)}% | {errors} |")
+                     f"{_fmt(m['accuracy'], True)}{se} | {_fmt(m.get('accuracy_paper'), True)} | {passes} | {lengths} | "
+                     f"{split} | {_fmt(m['cut_at_limit'], True)}% | {errors} |")
     for b, m in summary["benchmarks"].items():
         if "by_level" in m:
             lines += ["", f"## {TITLES.get(b, b)} by level", "", "| level | problems | accuracy | tokens |",
@@ -288,9 +319,10 @@ def run_evaluation(args):
     # the user turn of every benchmark's prompts, as the summary and the report show it
     r1_prompt = "\n".join(filter(None, ["{problem}", tok.init_kwargs.get("prompt_instruction", sample.INSTRUCTION)]))
     settings["prompts"] = {b: prompt_template(args.protocol, b) or r1_prompt for b in problems}
+    settings["samples"] = {b: args.samples or PROTOCOLS[args.protocol]["samples"].get(b, 1) for b in problems}
     summary = {"model": args.model, "settings": settings, "benchmarks": {}}
     for b, rows in problems.items():
-        n = args.samples or PROTOCOLS[args.protocol]["samples"].get(b, 1)
+        n = settings["samples"][b]
         out = out_dir / f"{b}.jsonl"
         log(f"evaluate: {b}: {len(rows)} problems x {n} samples -> {out}")
         keep = ("id", "problem", "answer", "level")

@@ -22,6 +22,7 @@ from evaluate import TITLES
 
 ROOT = Path(__file__).resolve().parent
 PUBLISHED = ROOT / "data" / "published.json"
+BASELINES = ROOT / "data" / "baselines.json"
 ARMS = {"base": "base model", "short": "short model M_S", "tldr": "TLDR", "static": "static 1:1 mixture"}
 PUBLISHED_NAMES = {"tldr": "TLDR", "static": "static 1:1"}  # the arms' names in data/published.json
 
@@ -49,13 +50,32 @@ def arm_results(run: Path, notes: list) -> dict:
             if key != "short":  # only the demo evaluates the short model
                 notes.append(f"no {label}: {run / 'eval' / key / 'summary.json'} is not there")
             continue
-        settings = summary.get("settings", {})
-        arms[key] = {"label": label, "model": summary["model"], "protocol": settings.get("protocol"),
-                     "prompts": settings.get("prompts", {}), "benchmarks": {
-            b: {"accuracy": m["accuracy"], "accuracy_paper": m.get("accuracy_paper"), "tokens": m["tokens"],
-                **({"by_level": m["by_level"]} if "by_level" in m else {})}
-            for b, m in summary["benchmarks"].items()}}
+        arms[key] = arm_summary(label, summary)
+    for name, label in baselines(run).items():  # make baselines: released checkpoints of rival methods
+        arms[name] = arm_summary(label, read_file(run / "eval" / name / "summary.json"))
     return arms
+
+
+STATS = ("accuracy", "accuracy_paper", "accuracy_se", "tokens", "tokens_median", "tokens_p90", "cut_at_limit")
+
+
+def arm_summary(label: str, summary: dict) -> dict:
+    """What the report keeps of an evaluation summary: per benchmark the accuracies and the length statistics,
+    and the protocol it was measured with."""
+    settings = summary.get("settings", {})
+    protocol = {k: settings.get(k) for k in ("protocol", "temperature", "top_p", "max_new_tokens", "seed", "samples")}
+    return {"label": label, "model": summary["model"], "protocol": protocol, "prompts": settings.get("prompts", {}),
+            "benchmarks": {b: {**{k: m.get(k) for k in STATS}, **({"by_level": m["by_level"]} if "by_level" in m
+                                                                  else {})}
+                           for b, m in summary["benchmarks"].items()}}
+
+
+def baselines(run: Path) -> dict:
+    """{eval folder name: label} of the rival checkpoints evaluated into RUN/eval (make baselines), in the order of
+    data/baselines.json."""
+    listed = json.loads(BASELINES.read_text())["baselines"]
+    return {f"baseline-{b['name']}": b["name"] for b in listed if (run / "eval" / f"baseline-{b['name']}" /
+                                                                     "summary.json").is_file()}
 
 
 def changes(arms: dict) -> dict:
@@ -129,8 +149,8 @@ def headline(report) -> list[str]:
     lines = []
     for key, change in report["vs_base"].items():
         mean = change["mean"]
-        lines.append(f"- **{ARMS[key]}**: {pct(mean['token_reduction'])}% fewer output tokens than the base model on "
-                     f"average over {len(change['benchmarks'])} benchmark(s), accuracy "
+        lines.append(f"- **{report['arms'][key]['label']}**: {pct(mean['token_reduction'])}% fewer output tokens than "
+                     f"the base model on average over {len(change['benchmarks'])} benchmark(s), accuracy "
                      f"{pct(mean['accuracy_change'], True)} points.")
     if report["published"]:
         lines.append(f"- **The paper** ({report['published']['size']}): {report['published']['claim']}.")
@@ -164,6 +184,7 @@ def render(report) -> str:
                   "| --- | --- | --- | ---: | ---: |"]
         lines += [f"| {TITLES.get(b, b)} | {arm['label']} | {lv} | {pct(x['accuracy'])} | {tokens(x['tokens'])} |"
                   for b, key, arm in levels for lv, x in arm["benchmarks"][b]["by_level"].items()]
+    lines += length_lines(report, benches)
     lines += prompt_lines(report)
     lines += training_lines(report)
     if report["published"]:
@@ -174,6 +195,30 @@ def render(report) -> str:
     return "\n".join(lines) + "\n"
 
 
+def length_lines(report, benches) -> list[str]:
+    """Per benchmark and model: the accuracy's standard error over problems and samples, the output lengths' mean,
+    median and 90th percentile, and the share of answers cut at the cap (a compression that is truncation shows
+    here)."""
+    lines = ["", "Lengths: accuracy % ± its standard error; output tokens in the model's tokenizer; answers cut at "
+                 "the cap.", "", "| benchmark | model | accuracy % ± s.e. | tokens: mean / median / p90 | cut at the cap |",
+             "| --- | --- | ---: | ---: | ---: |"]
+    for b in benches:
+        for arm in report["arms"].values():
+            m = arm["benchmarks"].get(b)
+            if m:
+                se = f" ± {pct(m['accuracy_se'])}" if m.get("accuracy_se") is not None else ""
+                lines.append(f"| {TITLES.get(b, b)} | {arm['label']} | {pct(m['accuracy'])}{se} | "
+                             f"{' / '.join(tokens(m.get(k)) for k in ('tokens', 'tokens_median', 'tokens_p90'))} | "
+                             f"{pct(m.get('cut_at_limit'))}% |")
+    return lines
+
+
+def protocol_text(p: dict) -> str:
+    samples = ", ".join(f"{TITLES.get(b, b)} {n}" for b, n in (p.get("samples") or {}).items())
+    return (f"protocol {p.get('protocol')}: temperature {p.get('temperature')}, top_p {p.get('top_p')}, up to "
+            f"{p.get('max_new_tokens')} new tokens, samples per problem {samples or '-'}, seed {p.get('seed')}")
+
+
 def prompt_lines(report) -> list[str]:
     """The user turn each model was asked with, per benchmark ({problem} stands for the problem): one list when
     every model saw the same, else one per model."""
@@ -182,7 +227,8 @@ def prompt_lines(report) -> list[str]:
     for value in dict.fromkeys(seen.values()):
         keys, (protocol, prompts) = [k for k in seen if seen[k] == value], json.loads(value)
         lines.append("")
-        lines.append(f"Prompts of {', '.join(ARMS[k] for k in keys)} (protocol {protocol}; user turn):")
+        lines.append(f"{', '.join(report['arms'][k]['label'] for k in keys)}: {protocol_text(protocol)}; the "
+                     f"user turn:")
         shown = {b: t.format(problem="{problem}").replace("\n", "\\n") for b, t in prompts.items()}
         lines += [f"- {TITLES.get(b, b)}: `{t}`" for b, t in shown.items()]
     return lines
@@ -267,8 +313,11 @@ def plot_tradeoff(report, path: Path):
         for key, arm in report["arms"].items():
             m = arm["benchmarks"].get(b)
             if m and m["tokens"] is not None:
-                ax.scatter(m["tokens"], 100 * m["accuracy"], color=STYLE[key][0], marker=STYLE[key][1], s=50,
-                           label=arm["label"])
+                color, marker = STYLE.get(key, (None, "D"))  # a baseline: the next colour, a diamond, its name
+                ax.scatter(m["tokens"], 100 * m["accuracy"], color=color, marker=marker, s=50, label=arm["label"])
+                if key not in STYLE:
+                    ax.annotate(arm["label"], (m["tokens"], 100 * m["accuracy"]), fontsize=7, xytext=(4, 4),
+                                textcoords="offset points")
         for key, arms in published.items():
             if b in arms:
                 ax.scatter(arms[b]["tokens"], 100 * arms[b]["accuracy"], facecolors="none", marker=STYLE[key][1],

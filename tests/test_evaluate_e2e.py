@@ -37,12 +37,14 @@ def test_evaluate_end_to_end(tiny_models, bench_dir, tmp_path):
     prompts = {"gsm8k": E.SKYTHOUGHT_PROMPTS["gsm8k"],
                "math500": "Return your final response within \\boxed{{}}. {problem}"}
     assert saved == summary and saved["settings"] == {"protocol": "tldr-paper", "temperature": 0.7, "top_p": 1.0,
-                                                      "max_new_tokens": 8, "seed": 0, "prompts": prompts}
+                                                      "max_new_tokens": 8, "seed": 0, "prompts": prompts,
+                                                      "samples": {"gsm8k": 2, "math500": 2}}
     for bench in ["gsm8k", "math500"]:
         m = saved["benchmarks"][bench]
         assert (m["problems"], m["samples"], m["responses"], m["missing"]) == (3, 2, 6, 0)
         assert 0 <= m["accuracy"] <= m["pass@k"]["2"] <= 1 and 1 <= m["tokens"] <= 8
         assert 0 <= m["cut_at_limit"] <= 1 and m["grading_errors"] == {}
+        assert m["tokens_median"] <= m["tokens_p90"] <= 8 and m["accuracy_se"] is not None  # the length statistics
         rows = lines(out / f"{bench}.jsonl")
         assert len(rows) == 6 and {(r["id"], r["sample"]) for r in rows} == {
             (p["id"], j) for p in lines(bench_dir / E.BENCHMARKS[bench])[:3] for j in range(2)}

@@ -1,5 +1,7 @@
 """grade.py: answer extraction and comparison under both rule sets, time limits, the CLI; evaluate.py's metrics."""
 import json
+import math
+import statistics
 import subprocess
 import sys
 import threading
@@ -267,11 +269,30 @@ def test_bench_metrics_counts_missing_samples_as_wrong():
     assert m["by_level"]["1"] == {"problems": 1, "accuracy": 0.5, "tokens": 20}
 
 
+def test_length_statistics_and_the_standard_error_on_known_numbers():
+    """Median and 90th percentile as numpy computes them (linear), the share cut at the cap, and the standard error
+    of an accuracy over problems: the sample standard deviation of the per-problem accuracies over sqrt(problems)."""
+    problems = [{"id": str(i)} for i in range(5)]
+    verdicts = [[1, 1], [1, 0], [0, 0], [1, 1], [0, 1]]  # per-problem accuracy 1, .5, 0, 1, .5
+    responses = [{"id": str(i), "sample": j, "correct": bool(v), "tokens": 10 * (2 * i + j + 1),
+                  "finish": "length" if 2 * i + j >= 8 else "stop", "error": None, "correct_paper": bool(v)}
+                 for i, vs in enumerate(verdicts) for j, v in enumerate(vs)]
+    m = E.bench_metrics(problems, responses, n=2)
+    tokens = sorted(r["tokens"] for r in responses)  # 10, 20, ..., 100
+    assert m["tokens"] == 55 and m["tokens_median"] == 55 and m["tokens_p90"] == pytest.approx(91)
+    assert m["tokens_median"] == pytest.approx(statistics.median(tokens)) and m["cut_at_limit"] == pytest.approx(0.2)
+    per_problem = [1, 0.5, 0, 1, 0.5]
+    assert m["accuracy"] == pytest.approx(0.6)
+    assert m["accuracy_se"] == pytest.approx(statistics.stdev(per_problem) / math.sqrt(5))
+    one = E.bench_metrics(problems[:1], responses[:2], n=2)
+    assert one["accuracy_se"] is None and one["tokens_p90"] == pytest.approx(19)
+
+
 def test_markdown_report_with_a_baseline():
     def summary(name, acc, tokens):
         m = {"problems": 2, "samples": 1, "responses": 2, "missing": 0, "accuracy": acc, "pass@k": {"1": acc},
              "tokens": tokens, "tokens_correct": tokens, "tokens_wrong": tokens, "cut_at_limit": 0.0,
-             "grading_errors": {}}
+             "grading_errors": {}, "accuracy_se": None, "tokens_median": tokens, "tokens_p90": tokens}
         return {"model": name, "settings": {"protocol": "tldr-paper", "temperature": 0.7, "top_p": 1.0,
                                             "max_new_tokens": 8192, "seed": 0}, "benchmarks": {"gsm8k": m}}
     base, ours = summary("base", 0.9, 1000), summary("tldr", 0.85, 600)

@@ -18,10 +18,16 @@ def fake_run(root: Path, arms=("base", "tldr", "static"), long_model="models/Dee
                           "tokens": 1000.0 * (i + 1) * (1 - 0.2 * k)} for i, b in enumerate(BENCHES)}
         (root / "eval" / arm).mkdir(parents=True)
         protocol = "deepseek" if arm == "static" else "tldr-paper"
+        for i, b in enumerate(BENCHES):
+            benchmarks[b].update(accuracy_se=0.01 * (i + 1), tokens_median=900.0 * (i + 1), tokens_p90=1800.0 * (i + 1),
+                                 cut_at_limit=0.05 * i)
         prompt = "{problem}\nPlease reason." if arm == "static" else "Return \\boxed{{}}. {problem}"
         prompts = {b: prompt for b in BENCHES}
         (root / "eval" / arm / "summary.json").write_text(json.dumps({
-            "model": f"m/{arm}", "settings": {"protocol": protocol, "prompts": prompts}, "benchmarks": benchmarks}))
+            "model": f"m/{arm}", "settings": {"protocol": protocol, "temperature": 0.7, "top_p": 1.0, "seed": 0,
+                                              "max_new_tokens": 8192, "prompts": prompts,
+                                              "samples": {b: 8 if b.startswith("a") else 1 for b in BENCHES}},
+            "benchmarks": benchmarks}))
     for arm in arms:
         if arm in ("tldr", "static"):
             (root / arm).mkdir()
@@ -69,9 +75,35 @@ def test_the_report_says_which_prompt_each_model_used(tmp_path):
     run = fake_run(tmp_path / "run")
     report.main([str(run)])
     md = (run / "report.md").read_text()
-    assert "Prompts of base model, TLDR (protocol tldr-paper; user turn):\n- GSM8K: `Return \\boxed{}. {problem}`" in md
-    assert "Prompts of static 1:1 mixture (protocol deepseek; user turn):\n- GSM8K: `{problem}\\nPlease reason.`" in md
-    assert json.loads((run / "report.json").read_text())["arms"]["static"]["protocol"] == "deepseek"
+    protocol = ("protocol {}: temperature 0.7, top_p 1.0, up to 8192 new tokens, samples per problem GSM8K 1, "
+                "MATH500 1, AIME24 8, AMC23 8, seed 0; the user turn:")
+    assert f"base model, TLDR: {protocol.format('tldr-paper')}\n- GSM8K: `Return \\boxed{{}}. {{problem}}`" in md
+    assert f"static 1:1 mixture: {protocol.format('deepseek')}\n- GSM8K: `{{problem}}\\nPlease reason.`" in md
+    assert json.loads((run / "report.json").read_text())["arms"]["static"]["protocol"]["protocol"] == "deepseek"
+
+
+def test_the_report_holds_the_length_statistics_and_the_baselines(tmp_path, monkeypatch):
+    """Every model (base, TLDR, static, and the rivals' released checkpoints of make baselines) with the accuracy's
+    standard error, the median and 90th percentile of its output tokens and its share cut at the cap; the
+    baselines in data/baselines.json's order, labelled, in the table and in tradeoff.png."""
+    run = fake_run(tmp_path / "run")
+    listed = tmp_path / "baselines.json"
+    listed.write_text(json.dumps({"baselines": [{"name": "RivalA"}, {"name": "RivalB"}, {"name": "NotRun"}]}))
+    monkeypatch.setattr(report, "BASELINES", listed)
+    for k, name in enumerate(("RivalB", "RivalA")):
+        (run / "eval" / f"baseline-{name}").mkdir(parents=True)
+        summary = json.loads((run / "eval" / "tldr" / "summary.json").read_text())
+        summary["model"] = f"hub/{name}"
+        for m in summary["benchmarks"].values():
+            m["tokens"] *= 0.5 + 0.1 * k
+        (run / "eval" / f"baseline-{name}" / "summary.json").write_text(json.dumps(summary))
+    written = report.main([str(run)])
+    assert list(written["arms"]) == ["base", "tldr", "static", "baseline-RivalA", "baseline-RivalB"]
+    assert written["arms"]["baseline-RivalA"]["label"] == "RivalA" and "baseline-RivalA" in written["vs_base"]
+    md = (run / "report.md").read_text()
+    assert "| AIME24 | RivalA | 69.0 ± 3.0 | 1440 / 2700 / 5400 | 10.0% |" in md  # from fake_run's numbers
+    assert "| GSM8K | base model | 50.0 ± 1.0 | 1000 / 900 / 1800 | 0.0% |" in md
+    assert "**RivalB**:" in md and (run / "tradeoff.png").stat().st_size > 1000
 
 
 def test_a_run_without_the_static_arm_still_reports(tmp_path):

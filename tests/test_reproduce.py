@@ -68,6 +68,18 @@ def test_reproduce_tiny(shared_data, tmp_path):
     assert report["published"]["size"] == "7b" and not report["notes"]
     assert all((run / f).stat().st_size > 1000 for f in ("report.md", "training.png", "tradeoff.png"))
 
+    # make baselines, a copy of the tiny short stand-in playing the released rival checkpoint: measured with the
+    # base model's protocol, a labelled row with the length statistics and a point in tradeoff.png
+    p = make(tiny, f"TINY_SOURCE={shared_data}", "tiny-baselines")
+    assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-4000:]
+    report = json.loads((run / "report.json").read_text())
+    assert list(report["arms"]) == ["base", "tldr", "static", "baseline-AdaptThink-7B"]
+    rival, base = report["arms"]["baseline-AdaptThink-7B"], report["arms"]["base"]
+    assert rival["protocol"] == base["protocol"] and rival["protocol"]["samples"]["aime24"] == 8
+    assert all(m["tokens_median"] is not None and m["tokens_p90"] >= m["tokens_median"] and 0 <= m["cut_at_limit"] <= 1
+               for m in rival["benchmarks"].values())
+    assert "| AdaptThink-7B |" in (run / "report.md").read_text()
+
     # a second run skips every stage: no script runs
     again = make(tiny, f"TINY_SOURCE={shared_data}", "tiny-chain")
     scripts = ("tiny.py", "build.py", "train.py", "evaluate.py", "report.py")
