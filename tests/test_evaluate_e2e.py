@@ -72,3 +72,15 @@ def test_evaluate_end_to_end(tiny_models, bench_dir, tmp_path):
     with pytest.raises(SystemExit) as e:
         E.main(args[:-2] + ["--out_dir", str(out), "--temperature", "0.5"])
     assert "made otherwise (sampling.temperature: 0.7 -> 0.5)" in str(e.value)
+
+
+def test_the_long_protocol_is_the_papers_at_the_rivals_cap(tiny_models, bench_dir, tmp_path):
+    """--protocol long: the paper's prompts and temperature at 32768 tokens (the model's context caps it here) and 16
+    samples on AIME24 and AMC23, recorded in the summary."""
+    (bench_dir / E.BENCHMARKS["aime24"]).write_text(json.dumps({"id": "a1", "problem": "1+1?", "answer": "2"}) + "\n")
+    summary = E.main(["--model", str(tiny_models["qwen2"]), "--bench", "gsm8k,aime24", "--data_dir", str(bench_dir),
+                      "--limit", "1", "--protocol", "long", "--batch_size", "16", "--out_dir", str(tmp_path / "e")])
+    s = summary["settings"]
+    assert (s["protocol"], s["temperature"], s["top_p"], s["max_new_tokens"]) == ("long", 0.7, 1.0, 32768)
+    assert s["samples"] == {"gsm8k": 1, "aime24": 16} and summary["benchmarks"]["aime24"]["responses"] == 16
+    assert s["prompts"] == {"gsm8k": E.SKYTHOUGHT_PROMPTS["gsm8k"], "aime24": E.BOXED}
