@@ -434,6 +434,7 @@ class Transformer(nn.Module):
         path = Path(path)
         cfg = Config.from_hf(read_config(path), str(path / "config.json"))
         weights = Weights(path)
+        weights.check(cfg, str(path))
         m = cls.from_state_dict(cfg, {k: weights.read(k, dtype, device) for k in weights.keys()}, where=str(path))
         m.source = model_files(path)
         return m
@@ -463,7 +464,7 @@ class Transformer(nn.Module):
         tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
         usual_mode(tmp, directory=True)  # mkdtemp's 0700 would keep the model from the other users of a cluster
         state = self.state_dict()
-        write_weights(weight_shapes(self), state.__getitem__, self.config, tmp,
+        write_weights(weight_shapes(self.config), state.__getitem__, self.config, tmp,
                       dtype or self.lm_head.weight.dtype, max_shard_bytes)
         commit_dir(tmp, path)
 
@@ -553,6 +554,22 @@ class Weights:
     def keys(self):
         return list(self.file_of)
 
+    def check(self, cfg: Config, where: str):
+        """Every tensor the config needs, of the config's shape and a floating dtype, before anything is read: a
+        file of another model or an edited shard is named with the tensor, not met as a copy's size mismatch."""
+        expected = weight_shapes(cfg)
+        found = {k: v for k, v in self.file_of.items() if not (cfg.tie_word_embeddings and k == "lm_head.weight")}
+        missing, unexpected = set(expected) - set(found), set(found) - set(expected)
+        if missing or unexpected:
+            raise ValueError(f"{where}: checkpoint does not match its config.json: missing {sorted(missing)[:5]}, "
+                             f"unexpected {sorted(unexpected)[:5]} (is the download complete?)")
+        for key, shape in expected.items():
+            meta = self.files[found[key]].get_slice(key)
+            if tuple(meta.get_shape()) != shape or meta.get_dtype() not in ("F16", "BF16", "F32", "F64"):
+                raise ValueError(f"{self.path / found[key]}: {key} is {meta.get_dtype()} {tuple(meta.get_shape())}, "
+                                 f"its config.json needs a float tensor of shape {shape}: the file is not this model's "
+                                 f"or was changed; copy or download the checkpoint again")
+
     def read(self, key, dtype, device, rows=None) -> torch.Tensor:
         """The tensor `key` (rows = (start, end): only those rows of its first dimension) as dtype on device."""
         name = self.file_of[key]
@@ -564,10 +581,13 @@ class Weights:
         return t.to(device=device, dtype=dtype)
 
 
-def weight_shapes(model) -> dict:
-    """name -> shape of every tensor a checkpoint stores (a tied lm_head is the embedding, stored once)."""
-    return {k: tuple(v.shape) for k, v in model.state_dict().items()
-            if not (model.config.tie_word_embeddings and k == "lm_head.weight")}
+def weight_shapes(cfg: Config) -> dict:
+    """{Hugging Face name: shape} of every tensor a checkpoint of this config stores (a tied lm_head is the
+    embedding, stored once)."""
+    with torch.device("meta"):
+        m = Transformer(cfg)
+    return {k: tuple(v.shape) for k, v in m.state_dict().items()
+            if not (cfg.tie_word_embeddings and k == "lm_head.weight")}
 
 
 def write_weights(shapes: dict, fetch, cfg: Config, directory: Path, dtype, max_shard_bytes=5 * 2**30):

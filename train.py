@@ -393,6 +393,8 @@ def build_model(cfg, source: Path, master: Path | None, proc: Processes):
     try:
         config = Config.from_hf(read_config(source), str(source / "config.json"))
         weights = Weights(master.parent, files=[master.name]) if master else Weights(source)
+        if not master:  # (a master file holds this process's shard of each tensor, not the config's shapes)
+            weights.check(config, str(source))
     except (OSError, ValueError, KeyError) as e:
         raise SystemExit(f"error: {e}") from None
     if not proc.sharded:
@@ -482,7 +484,7 @@ def save_checkpoint(model, opt, cfg, state: dict, out_dir: Path, step: int, chos
     barrier()
     # the model, gathered one tensor at a time (collective) and written by rank 0 in the base model's dtype
     weights, dtype = model.state_dict(), saved_dtype(model.config)
-    shapes = weight_shapes(model)
+    shapes = weight_shapes(model.config)
     if rank == 0:
         write_weights(shapes, lambda k: full(weights[k]), model.config, tmp, dtype)
     else:

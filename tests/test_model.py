@@ -154,6 +154,25 @@ def test_checkpoint_not_matching_config_is_a_clear_error(tiny_models, tmp_path):
         M.Transformer.from_pretrained(tmp_path)
 
 
+@pytest.mark.parametrize("change, message", [
+    (lambda t: t[:, :-1].contiguous(), r"model.safetensors: model.layers.1.mlp.up_proj.weight is F32 \(128, 63\), its "
+                                       r"config.json needs a float tensor of shape \(128, 64\)"),
+    (lambda t: t.to(torch.int32), r"up_proj.weight is I32 \(128, 64\), its config.json needs a float tensor"),
+])
+def test_a_tensor_of_the_wrong_shape_or_dtype_is_named_before_anything_is_read(tiny_models, tmp_path, change,
+                                                                                 message):
+    """A hand-edited or mismatched shard: the file, the tensor, what it is and what the config needs."""
+    from safetensors.torch import load_file, save_file
+    src = tiny_models["qwen2"]
+    (tmp_path / "config.json").write_text((src / "config.json").read_text())
+    state = load_file(str(src / "model.safetensors"))
+    key = "model.layers.1.mlp.up_proj.weight"
+    state[key] = change(state[key])
+    save_file(state, str(tmp_path / "model.safetensors"))
+    with pytest.raises(ValueError, match=message):
+        M.Transformer.from_pretrained(tmp_path)
+
+
 def test_corrupt_config_names_the_line(tmp_path):
     (tmp_path / "config.json").write_text('{\n "vocab_size": 10,\n oops\n}')
     with pytest.raises(ValueError, match="config.json: line 3"):
