@@ -4,9 +4,12 @@ Lines read with errors that name the file, the line and the field. Nothing here 
 """
 
 import argparse
+import contextlib
+import fcntl
 import json
 import math
 import os
+import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -83,20 +86,54 @@ def usual_mode(path, directory=False):
     os.chmod(path, (0o777 if directory else 0o666) & ~umask)
 
 
+def write_failed(path, e: BaseException, then="run the same command again") -> SystemExit:
+    """The one line for a write that failed (a full disk, an I/O error, no permission): what, why, what to do."""
+    cause = os.strerror(e.errno) if getattr(e, "errno", None) else str(e)
+    return SystemExit(f"error: cannot write {path}: {cause}. Nothing half-written was kept; free space (or fix the "
+                      f"folder's permissions), then {then}")
+
+
 def atomic_write(path, data: str | bytes):
-    """Write a file (text as UTF-8) so that a reader sees the old or the new content, never half of it."""
+    """Write a file (text as UTF-8) so that a reader sees the old or the new content, never half of it. A write
+    that fails leaves the old content and no temporary file, and stops with write_failed's line."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode("utf-8") if isinstance(data, str) else data)
             f.flush()
             os.fsync(f.fileno())
         usual_mode(tmp)
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    except OSError as e:
+        raise write_failed(path, e) from None
+    finally:
+        if tmp is not None and Path(tmp).exists():
+            Path(tmp).unlink()
+
+
+@contextlib.contextmanager
+def exclusive(path, what: str):
+    """Hold an exclusive lock on the file `path` while the block runs (fcntl.flock: the kernel drops it when the
+    process dies, so a killed run never leaves a stale lock). Another holder is refused with its pid and host."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise SystemExit(f"error: {what} is in use by {holder} (it holds {path}): wait for that run to end, or "
+                             f"use another one") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def jsonl_text(rows, ensure_ascii=True) -> str:

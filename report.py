@@ -330,6 +330,10 @@ def plot_tradeoff(report, path: Path):
 
 def write_report(run: Path, published) -> dict:
     report = collect(run, published)
+    if not report["arms"] and not report["training"]:
+        raise SystemExit(f"error: {run} holds nothing to report: no evaluation (eval/<model>/summary.json for "
+                         f"{', '.join(ARMS)}, or eval/baseline-<name>) and no training run (tldr/ or static/ "
+                         f"metrics.jsonl); nothing was written. Is it a run's folder (make reproduce-7b, make demo)?")
     atomic_write(run / "report.json", json.dumps(report, indent=1) + "\n")
     text = render(report)
     atomic_write(run / "report.md", text)

@@ -24,6 +24,7 @@ one call, so a completion is the same whatever else shares its batch, and an int
 sequence continues with the tokens it would have made.
 """
 
+import contextlib
 import gc
 import hashlib
 import heapq
@@ -40,8 +41,8 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from common import (ID, PROBLEM_TYPES, TEXT, ArgumentParser, atomic_write, check_settings, read_jsonl,
-                    row_type_error)
+from common import (ID, PROBLEM_TYPES, TEXT, ArgumentParser, atomic_write, check_settings, exclusive, read_jsonl,
+                    row_type_error, write_failed)
 from model import CacheIndex, KVCache, Transformer, attention_summary, model_path, to_device
 
 OUTPUT_TYPES = {"id": ID, "sample": int, "response": TEXT, "tokens": int, "finish": TEXT}  # a line of an output
@@ -621,6 +622,12 @@ def sample_file(model, tok, rows: list[dict], out_path, n=1, progress=True, temp
     longer than the context are counted and skipped. Returns every row of the output file (on every process)."""
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
+    # one run per output at a time (a second launch would append the same completions twice)
+    with run_lock(out_path.with_name(out_path.name + ".lock"), f"the output {out_path}"):
+        return sample_into(model, tok, rows, out_path, n, progress, template, settings)
+
+
+def sample_into(model, tok, rows, out_path: Path, n, progress, template, settings) -> list[dict]:
     rank, world = rank_and_world()
     mine = out_path.with_name(f"{out_path.name}.part-{rank:05d}-of-{world:05d}")
     done = {**read_lines(out_path, own=False), **read_lines(mine, own=True)}
@@ -649,8 +656,12 @@ def sample_file(model, tok, rows: list[dict], out_path, n=1, progress=True, temp
                 return
             text = tok.decode(c.tokens, skip_special_tokens=True)
             line = {**row, "sample": j, "response": text, "tokens": len(c.tokens), "finish": c.finish}
-            f.write(json.dumps(line) + "\n")
-            f.flush()
+            try:
+                f.write(json.dumps(line) + "\n")
+                f.flush()
+            except OSError as e:  # a full disk: the completions written so far are kept, a rerun continues
+                raise write_failed(mine, e, "run the same command again: it continues from the completions "
+                                            "already written") from None
         generate(model, [ids for _, ids in todo], n=n, stop_ids=stop_ids(tok), on_finish=write,
                  progress=progress, **settings)
     barrier()  # every part is complete
@@ -663,6 +674,27 @@ def sample_file(model, tok, rows: list[dict], out_path, n=1, progress=True, temp
 def barrier():
     if dist.is_initialized():
         dist.barrier()
+
+
+@contextlib.contextmanager
+def run_lock(path, what: str):
+    """Rank 0 holds the lock file `path` (common.exclusive) while the block runs; when another run holds it, every
+    process stops with its pid and host (rank 0 alone would leave the others waiting in a collective)."""
+    rank, world = rank_and_world()
+    with contextlib.ExitStack() as held:
+        refusal = None
+        if rank == 0:
+            try:
+                held.enter_context(exclusive(path, what))
+            except SystemExit as e:
+                refusal = str(e)
+        if world > 1:
+            box = [refusal]
+            dist.broadcast_object_list(box, src=0)
+            refusal = box[0]
+        if refusal:
+            raise SystemExit(refusal)
+        yield
 
 
 def main(argv=None):

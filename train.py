@@ -41,11 +41,11 @@ import torch
 import torch.distributed as dist
 
 from common import (FRACTION, PROBLEM_TYPES, RULES, TEXT, above, at_least, atomic_write, between,
-                    check_settings, jsonl_text, read_jsonl)
+                    check_settings, jsonl_text, read_jsonl, write_failed)
 from model import (Config, KVCache, Transformer, Weights, attention_summary, checkpoints, commit_dir, model_path,
                    read_config, rope_inv_freq, saved_dtype, weight_shapes, write_weights)
 from ratio import Bounds, Mixture
-from sample import barrier, example_ids, generate, load_tokenizer, prompt_ids, release_engine, stop_ids
+from sample import barrier, example_ids, generate, load_tokenizer, prompt_ids, release_engine, run_lock, stop_ids
 
 
 @dataclass
@@ -476,10 +476,34 @@ def shard_file(kind: str, rank: int, world: int) -> str:
 
 
 def save_checkpoint(model, opt, cfg, state: dict, out_dir: Path, step: int, chosen_step, proc: Processes):
-    rank, world = proc.rank, proc.world
+    """step_NNNNNN/, written into a temporary directory and renamed into place; a write that fails (a full disk,
+    an I/O error) removes the temporary directory and stops with one line, the last complete checkpoint untouched."""
+    from safetensors import SafetensorError
     final, tmp = out_dir / f"step_{step:06d}", out_dir / f".step_{step:06d}.tmp"
+    try:
+        write_checkpoint(model, opt, cfg, state, tmp, final, proc)
+    except BaseException as e:
+        if proc.rank == 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, (OSError, SafetensorError)):
+            last = checkpoints(out_dir)
+            raise write_failed(tmp, e, f"run again with --resume: it continues from "
+                                       f"{last[-1] if last else 'the start'}") from None
+        raise
+    if proc.rank == 0:
+        # prune this run's checkpoints (never another's): keep the latest few, and the one the rule prefers so far
+        mine = [c for c in checkpoints(out_dir)
+                if (read_state(c) or {}).get("run_id", "before-run-ids") == state["run_id"]]
+        for old in mine[:-cfg.keep_checkpoints]:
+            if old.name != f"step_{chosen_step or 0:06d}":
+                shutil.rmtree(old)
+    barrier()
+    return final
+
+
+def write_checkpoint(model, opt, cfg, state: dict, tmp: Path, final: Path, proc: Processes):
+    rank, world = proc.rank, proc.world
     if rank == 0:
-        shutil.rmtree(tmp, ignore_errors=True)  # left by a killed run
         (tmp / "train_state").mkdir(parents=True)
     barrier()
     # the model, gathered one tensor at a time (collective) and written by rank 0 in the base model's dtype
@@ -502,14 +526,6 @@ def save_checkpoint(model, opt, cfg, state: dict, out_dir: Path, step: int, chos
             shutil.copy2(f, tmp / f.name)
         atomic_write(tmp / "train_state" / "state.json", json.dumps({**state, "world_size": world}, indent=1))
         commit_dir(tmp, final)
-        # prune this run's checkpoints (never another's): keep the latest few, and the one the rule prefers so far
-        mine = [c for c in checkpoints(out_dir)
-                if (read_state(c) or {}).get("run_id", "before-run-ids") == state["run_id"]]
-        for old in mine[:-cfg.keep_checkpoints]:
-            if old.name != f"step_{chosen_step or 0:06d}":
-                shutil.rmtree(old)
-    barrier()
-    return final
 
 
 def save_optimizer(opt, path: Path):
@@ -557,6 +573,9 @@ def resume_point(cfg, out_dir: Path, proc: Processes, log):
     """(checkpoint, state, master file) of the latest complete checkpoint to resume, or (None, None, None) for a
     new run. An interrupted write is a dot-directory, never taken. A new run never starts in a folder that holds
     another run: its checkpoints, metrics and choice would be mixed with (and its pruning would delete) those."""
+    if proc.rank == 0:  # checkpoints a killed or failed write left half-written (this run holds the folder's lock)
+        for tmp in out_dir.glob(".step_*.tmp"):
+            shutil.rmtree(tmp)
     saved = checkpoints(out_dir)
     if not cfg.resume:
         taken = [p.name for p in saved] + [f for f in ("metrics.jsonl",) if (out_dir / f).exists()]
@@ -789,8 +808,11 @@ class MetricsLog:
     def record(self, row: dict):
         self.rows.append(row)
         if self.master:
-            with open(self.path, "a") as f:
-                f.write(json.dumps(row) + "\n")
+            try:
+                with open(self.path, "a") as f:
+                    f.write(json.dumps(row) + "\n")
+            except OSError as e:  # the checkpoint holds the metrics up to its step: a resume rewrites the file
+                raise write_failed(self.path, e, "run again with --resume") from None
             if self.wandb:
                 self.wandb.log(row, step=row["step"])
 
@@ -866,6 +888,15 @@ def main(argv=None):
     if proc.device.type == "cuda":  # refuse a run that would run out of memory, before loading anything
         gpu_bytes = torch.cuda.get_device_properties(proc.device).total_memory
         check_plan(cfg, config_name, proc.world, gpu_bytes, proc.dtype, proc.sharded, log)
+    # one run in an out_dir at a time: rank 0 holds its lock (released by the kernel if the process dies), and
+    # every process stops when another run holds it
+    with run_lock(Path(cfg.out_dir) / ".lock", f"the run folder {cfg.out_dir}"):
+        train(cfg, proc, log)
+    if proc.sharded:
+        dist.destroy_process_group()
+
+
+def train(cfg, proc: Processes, log):
     data = load_data(cfg)
     mixture = Mixture((cfg.w_short, 1 - cfg.w_short), cfg.eta, cfg.c, static=cfg.mixture == "static")
 
@@ -911,8 +942,6 @@ def main(argv=None):
     # the paper's checkpoint choice
     if data.bounds and proc.rank == 0:
         write_choice(metrics.rows, data.bounds, out_dir)
-    if proc.sharded:
-        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

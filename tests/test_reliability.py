@@ -2,12 +2,15 @@
 traceback), and a refused command changes nothing a user made (checked by hashing the folders before and after)."""
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
 import build
 import demo
@@ -22,9 +25,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def snapshot(*folders) -> dict:
-    """Every file under the folders and its sha256 (and mode): what a refused command must leave as it was."""
+    """Every file under the folders and its sha256 (and mode): what a refused command must leave as it was. (A
+    run's lock file is the scripts' own: it names the last process that held it.)"""
     return {str(f): (hashlib.sha256(f.read_bytes()).hexdigest(), f.stat().st_mode) for d in folders
-            for f in sorted(Path(d).rglob("*")) if f.is_file()}
+            for f in sorted(Path(d).rglob("*")) if f.is_file() and not f.name.endswith(".lock")}
 
 
 def refused(main, argv, message, *folders):
@@ -352,3 +356,113 @@ def test_clear_errors_print_no_traceback(work, tmp_path):
                  ["evaluate.py", "--model", str(tmp_path / "chosen.json"), "--bench", str(d / "problems.jsonl")]):
         p = subprocess.run([sys.executable, *map(str, argv)], cwd=ROOT, capture_output=True, text=True, timeout=120)
         assert p.returncode == 1 and "Traceback" not in p.stderr and p.stderr.strip(), (argv, p.stderr[-500:])
+
+
+# -----------------------------------------------------------------------------
+# faults of the machine: a second launch into the same run, a full disk
+
+def hold_lock_in_a_process(lock: Path, hold: str):
+    """Another process that takes `lock` as the scripts do, then (hold='sleep') keeps it or (hold='die') is killed
+    with SIGKILL while holding it."""
+    code = (f"import sys, time, os; sys.path.insert(0, {str(ROOT)!r}); from common import exclusive\n"
+            f"with exclusive({str(lock)!r}, 'x'):\n    print('held', flush=True)\n"
+            + ("    time.sleep(60)\n" if hold == "sleep" else "    os.kill(os.getpid(), 9)\n"))
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    if hold == "sleep":
+        assert p.stdout.readline().strip() == "held"
+    else:
+        p.wait(timeout=30)
+    return p
+
+
+def test_a_second_launch_into_a_running_run_is_refused_with_the_holders_pid(work, tmp_path):
+    """A scheduler's requeue, two terminals, make twice: the second train.py (or sample.py) into the same folder
+    (output) stops at once, naming the process that holds it; the first run's files are untouched."""
+    d, model = work
+    holder = hold_lock_in_a_process(d / "run" / ".lock", "sleep")
+    try:
+        refused(train.main, train_args(model, d, max_steps=4), f"is in use by pid {holder.pid} on ", d)
+    finally:
+        holder.kill()
+        holder.wait()
+    holder = hold_lock_in_a_process(d / "out.jsonl.lock", "sleep")
+    try:
+        refused(sample.main, ["--model", model, "--prompts", d / "problems.jsonl", "--out", d / "out.jsonl",
+                              "--samples", "2", "--max_new_tokens", "6", "--temperature", "0.7"],
+                f"the output {d / 'out.jsonl'} is in use by pid {holder.pid}", d)
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_two_launches_at_once_one_runs_one_is_refused(work, tmp_path):
+    d, model = work
+    out = tmp_path / "run"
+    first = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *train_args(model, d, out_dir=out, max_steps=8,
+                                                                                  save_interval=4, resume=False)],
+                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in first.stdout:  # wait until the first has started training (it holds the lock from before)
+        if line.startswith("step 1/"):
+            break
+    second = subprocess.run([sys.executable, str(ROOT / "train.py"), *train_args(model, d, out_dir=out, max_steps=8)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    rest = first.communicate(timeout=300)[0]
+    assert second.returncode != 0 and f"is in use by pid {first.pid} on " in second.stderr, second.stderr[-2000:]
+    assert "Traceback" not in second.stderr and first.returncode == 0, rest[-3000:]
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()
+             if "loss" in json.loads(line)]
+    assert steps == list(range(1, 9)) and (out / "step_000008").is_dir()  # each step once: only the first trained
+
+
+def test_a_lock_left_by_a_killed_process_does_not_block(work, tmp_path):
+    d, model = work
+    out = tmp_path / "run"
+    hold_lock_in_a_process(out / ".lock", "die")
+    assert (out / ".lock").read_text().startswith("pid ")  # what the killed process wrote is still there
+    train.main([str(a) for a in train_args(model, d, out_dir=out, max_steps=2, resume=False)])
+    assert (out / "step_000002").is_dir()
+
+
+def test_a_checkpoint_write_that_fails_leaves_the_last_one_and_no_temporary_files(work, tmp_path, monkeypatch):
+    """The disk fills while a checkpoint is written: one line naming the path, the cause and what to do; no
+    .step_*.tmp directory holding the space; the previous checkpoint intact; --resume then gives the run an
+    uninterrupted one gives."""
+    import errno
+    d, model = work
+    full, out = tmp_path / "full", tmp_path / "run"
+    train.main([str(a) for a in train_args(model, d, out_dir=full, max_steps=4, resume=False)])
+    real, calls = train.write_weights, []
+
+    def disk_full(shapes, fetch, cfg, directory, dtype):
+        calls.append(directory)
+        if len(calls) == 2:  # the second checkpoint: part of a shard, then no space
+            (directory / "model.safetensors").write_bytes(b"\0" * 1000)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(shapes, fetch, cfg, directory, dtype)
+
+    monkeypatch.setattr(train, "write_weights", disk_full)
+    with pytest.raises(SystemExit) as e:
+        train.main([str(a) for a in train_args(model, d, out_dir=out, max_steps=4, resume=False)])
+    message = str(e.value)
+    assert message.startswith(f"error: cannot write {out / '.step_000004.tmp'}: No space left on device") and \
+        f"--resume: it continues from {out / 'step_000002'}" in message and "\n" not in message
+    assert sorted(p.name for p in out.iterdir()) == [".lock", "metrics.jsonl", "step_000002"]
+    monkeypatch.setattr(train, "write_weights", real)
+    train.main([str(a) for a in train_args(model, d, out_dir=out, max_steps=4)])
+    load = lambda run: load_file(str(run / "step_000004" / "model.safetensors"))
+    assert all(torch.equal(a, b) for a, b in zip(load(full).values(), load(out).values()))
+
+
+def test_a_write_that_fails_stops_with_one_line_and_leaves_no_temporary_file(tmp_path, monkeypatch):
+    """common.atomic_write (every output, summary, report and state file): the old content stays, no .tmp file."""
+    import errno
+    from common import atomic_write
+    target = tmp_path / "summary.json"
+    target.write_text("old")
+
+    def no_space(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(os, "fsync", no_space)
+    with pytest.raises(SystemExit, match=f"cannot write {target}: No space left on device. Nothing half-written"):
+        atomic_write(target, "new")
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["summary.json"]

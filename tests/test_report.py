@@ -138,3 +138,10 @@ def test_a_damaged_file_of_the_run_is_named_and_nothing_is_written(tmp_path, nam
     with pytest.raises(SystemExit, match=re.escape(message)):
         report.main([str(run)])
     assert not (run / "report.md").exists() and not (run / "report.json").exists()
+
+
+def test_a_folder_with_nothing_to_report_is_refused_and_nothing_is_written(tmp_path):
+    (tmp_path / "run").mkdir()
+    with pytest.raises(SystemExit, match="holds nothing to report: no evaluation"):
+        report.main([str(tmp_path / "run")])
+    assert list((tmp_path / "run").iterdir()) == []
