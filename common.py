@@ -172,14 +172,15 @@ def read_json(path):
         raise ValueError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
 
 
-def read_jsonl(path, required=("problem",), types=None, check=None) -> list[dict]:
+def read_jsonl(path, required=("problem",), types=None, check=None, unique=None) -> list[dict]:
     """Rows of a JSON Lines file; a malformed line, a missing field or a field of the wrong type (types: field
     -> type or tuple of types, checked where present) is an error naming file and line. `check(row)` may
-    return a further complaint about a row (a string), reported the same way."""
+    return a further complaint about a row (a string), reported the same way. `unique`: a field no two rows may
+    share (as text: 7 and "7" collide), such as the id that outputs store completions under."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
-    rows = []
+    rows, seen = [], {}
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
@@ -198,5 +199,11 @@ def read_jsonl(path, required=("problem",), types=None, check=None) -> list[dict
             complaint = row_type_error(row, types or {}) or (check(row) if check else None)
             if complaint:
                 raise ValueError(f"{path}:{lineno}: {complaint}")
+            if unique and unique in row:
+                key = str(row[unique])
+                if key in seen:
+                    raise ValueError(f"{path}:{lineno}: {unique} {row[unique]!r} again (line {seen[key]} has it): "
+                                     f"every line needs its own {unique}, under which its results are stored")
+                seen[key] = lineno
             rows.append(row)
     return rows

@@ -216,7 +216,8 @@ def markdown_report(summary, base=None):
         split = f"{_fmt(m['tokens_correct'])} / {_fmt(m['tokens_wrong'])}"
         se = f" ± {_fmt(m['accuracy_se'], True)}" if m["accuracy_se"] is not None else ""
         lines.append(f"| {TITLES.get(b, b)} | {m['problems']} x {m['samples']}{missing} | "
-                     f"{_fmt(m['accuracy'], True)}{se} | {_fmt(m.get('accuracy_paper'), True)} | {passes} | {lengths} | "
+                     f"{_fmt(m['accuracy'], True)}{se} | {_fmt(m.get('accuracy_paper'), True)} | {passes} | "
+                     f"{lengths} | "
                      f"{split} | {_fmt(m['cut_at_limit'], True)}% | {errors} |")
     for b, m in summary["benchmarks"].items():
         if "by_level" in m:
@@ -246,7 +247,7 @@ def read_benchmarks(args):
         if not path.is_file():
             sys.exit(f"error: {path} not found; run `python data/prepare.py` first, or pass --data_dir")
         try:
-            rows = read_jsonl(path, required=("id", "problem", "answer"), types=PROBLEM_TYPES)
+            rows = read_jsonl(path, required=("id", "problem", "answer"), types=PROBLEM_TYPES, unique="id")
         except ValueError as e:
             sys.exit(f"error: {e}")
         if not rows:

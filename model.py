@@ -464,9 +464,13 @@ class Transformer(nn.Module):
         tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
         usual_mode(tmp, directory=True)  # mkdtemp's 0700 would keep the model from the other users of a cluster
         state = self.state_dict()
-        write_weights(weight_shapes(self.config), state.__getitem__, self.config, tmp,
-                      dtype or self.lm_head.weight.dtype, max_shard_bytes)
-        commit_dir(tmp, path)
+        try:
+            write_weights(weight_shapes(self.config), state.__getitem__, self.config, tmp,
+                          dtype or self.lm_head.weight.dtype, max_shard_bytes)
+            commit_dir(tmp, path)
+        except BaseException:  # a full disk: no half-written directory is left holding the space
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
 
 
 # -----------------------------------------------------------------------------

@@ -200,7 +200,8 @@ def length_lines(report, benches) -> list[str]:
     median and 90th percentile, and the share of answers cut at the cap (a compression that is truncation shows
     here)."""
     lines = ["", "Lengths: accuracy % ± its standard error; output tokens in the model's tokenizer; answers cut at "
-                 "the cap.", "", "| benchmark | model | accuracy % ± s.e. | tokens: mean / median / p90 | cut at the cap |",
+                 "the cap.", "",
+             "| benchmark | model | accuracy % ± s.e. | tokens: mean / median / p90 | cut at the cap |",
              "| --- | --- | ---: | ---: | ---: |"]
     for b in benches:
         for arm in report["arms"].values():

@@ -718,7 +718,7 @@ def main(argv=None):
         p.error("give either --prompt TEXT, or --prompts FILE with --out FILE")
     rank, _, device = start_processes()  # under torchrun (--prompts): every process answers its share
     try:
-        rows = read_jsonl(args.prompts, required=("problem",), types=PROBLEM_TYPES) if args.prompts else None
+        rows = args.prompts and read_jsonl(args.prompts, required=("problem",), types=PROBLEM_TYPES, unique="id")
         model_dir = model_path(args.model)
         tok = load_tokenizer(model_dir)
         model = Transformer.from_pretrained(model_dir, dtype=getattr(torch, args.dtype), device=device)

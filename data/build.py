@@ -175,7 +175,7 @@ def main(argv=None):
     if args.stage == "bounds" and not (args.short and args.long):
         p.error("bounds needs --short and --long")
     try:
-        problems = read_jsonl(args.problems, required=("id", "problem", "answer"), types=PROBLEM_TYPES)
+        problems = read_jsonl(args.problems, required=("id", "problem", "answer"), types=PROBLEM_TYPES, unique="id")
     except (OSError, ValueError) as e:
         sys.exit(f"error: {e}")
     problems = problems[:args.limit] if args.limit else problems

@@ -189,6 +189,19 @@ def test_problem_files_with_a_field_of_the_wrong_type(work, tmp_path, row, messa
     refused(train.main, train_args(model, d, dev=bad), message, d)
 
 
+def test_two_problems_under_one_id_are_refused(work, tmp_path):
+    """Outputs store completions under (id, sample): a repeated id (7 and "7" too) would silently merge two
+    problems' completions."""
+    d, model = work
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"id": 7, "problem": "1+1", "answer": "2"},
+                                               {"id": "x", "problem": "2+2", "answer": "4"},
+                                               {"id": "7", "problem": "3+3", "answer": "6"}])
+    message = "bad.jsonl:3: id '7' again (line 1 has it): every line needs its own id"
+    refused(build.main, ["system2", "--model", model, "--problems", bad, "--out", d / "out.jsonl"], message, d)
+    refused(evaluate.main, ["--model", model, "--bench", bad, "--out_dir", d / "eval"], message, d)
+    refused(sample.main, ["--model", model, "--prompts", bad, "--out", d / "out.jsonl"], message, d)
+
+
 @pytest.mark.parametrize("row, message", [
     ({"problem": 5, "response": "x"}, "bad.jsonl:1: 'problem' must be a string, got 5"),
     ({"problem": "x", "response": ["x"]}, "bad.jsonl:1: 'response' must be a string"),

@@ -439,5 +439,6 @@ def test_each_process_reads_only_its_shard(setup, tmp_path):
     for key, rows in got["requests"]:
         n = ref[key].shape[0]
         assert rows == (0, -(-n // 2)), key  # rank 0's half of the first dimension, nothing more
-    assert {k for k, _ in got["requests"]} == set(M.weight_shapes(M.Transformer.from_pretrained(setup / "model").config))
+    config = M.Transformer.from_pretrained(setup / "model").config
+    assert {k for k, _ in got["requests"]} == set(M.weight_shapes(config))
     assert all(torch.equal(got["full"][k], ref[k]) for k in ref)
