@@ -162,14 +162,6 @@ class KVCache:
         return 2 * cfg.num_hidden_layers * page_size * cfg.num_key_value_heads * cfg.head_dim * dtype.itemsize
 
 
-def to_device(values, dtype, device) -> torch.Tensor:
-    """A host list as a tensor on `device` without waiting for the GPU: staged in pinned memory and copied
-    asynchronously. torch.tensor(values, device="cuda") copies from pageable memory, which synchronises the stream
-    (memcpy_and_sync in aten/src/ATen/native/cuda/Copy.cu): the CPU would wait for every kernel queued before."""
-    pinned = torch.device(device).type == "cuda"
-    return torch.tensor(values, dtype=dtype, pin_memory=pinned).to(device, non_blocking=pinned)
-
-
 @dataclass
 class CacheIndex:
     """Where the tokens of a cached forward go and what they attend to: integer tensors the engine builds once
@@ -443,14 +435,10 @@ class Transformer(nn.Module):
     def from_state_dict(cls, cfg: Config, state: dict, where="state dict"):
         with torch.device("meta"):
             m = cls(cfg)
-        expected = set(m.state_dict())
         if cfg.tie_word_embeddings:
-            expected.discard("lm_head.weight")
             state = {k: v for k, v in state.items() if k != "lm_head.weight"}
-        missing, unexpected = expected - set(state), set(state) - expected
-        if missing or unexpected:
-            raise ValueError(f"{where}: checkpoint does not match its config.json: missing {sorted(missing)[:5]}, "
-                             f"unexpected {sorted(unexpected)[:5]} (is the download complete?)")
+        check_names([k for k in m.state_dict() if not (cfg.tie_word_embeddings and k == "lm_head.weight")], state,
+                    where)
         m.load_state_dict(state, strict=False, assign=True)
         if cfg.tie_word_embeddings:
             m.lm_head.weight = m.model.embed_tokens.weight
@@ -563,10 +551,7 @@ class Weights:
         file of another model or an edited shard is named with the tensor, not met as a copy's size mismatch."""
         expected = weight_shapes(cfg)
         found = {k: v for k, v in self.file_of.items() if not (cfg.tie_word_embeddings and k == "lm_head.weight")}
-        missing, unexpected = set(expected) - set(found), set(found) - set(expected)
-        if missing or unexpected:
-            raise ValueError(f"{where}: checkpoint does not match its config.json: missing {sorted(missing)[:5]}, "
-                             f"unexpected {sorted(unexpected)[:5]} (is the download complete?)")
+        check_names(expected, found, where)
         for key, shape in expected.items():
             meta = self.files[found[key]].get_slice(key)
             if tuple(meta.get_shape()) != shape or meta.get_dtype() not in ("F16", "BF16", "F32", "F64"):
@@ -583,6 +568,14 @@ class Weights:
             raise ValueError(f"{self.path / name}: cannot read {key} ({e}); the file is damaged: download or "
                              f"copy it again") from None
         return t.to(device=device, dtype=dtype)
+
+
+def check_names(expected, found, where: str):
+    """The tensor names a checkpoint holds against those its config.json needs."""
+    missing, unexpected = set(expected) - set(found), set(found) - set(expected)
+    if missing or unexpected:
+        raise ValueError(f"{where}: checkpoint does not match its config.json: missing {sorted(missing)[:5]}, "
+                         f"unexpected {sorted(unexpected)[:5]} (is the download complete?)")
 
 
 def weight_shapes(cfg: Config) -> dict:

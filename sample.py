@@ -43,7 +43,7 @@ import torch.distributed as dist
 
 from common import (ID, PROBLEM_TYPES, TEXT, ArgumentParser, atomic_write, check_settings, exclusive, read_jsonl,
                     row_type_error, write_failed)
-from model import CacheIndex, KVCache, Transformer, attention_summary, model_path, to_device
+from model import CacheIndex, KVCache, Transformer, attention_summary, model_path
 
 OUTPUT_TYPES = {"id": ID, "sample": int, "response": TEXT, "tokens": int, "finish": TEXT}  # a line of an output
 
@@ -264,6 +264,14 @@ class Engine:
         self.waiting, self.running = deque(seqs), []
         self.preemptions, self.peak_pages = 0, 0
 
+    def to_device(self, values, dtype=torch.int64) -> torch.Tensor:
+        """A host list as a tensor on the engine's device without waiting for the GPU: staged in pinned memory and
+        copied asynchronously. torch.tensor(values, device="cuda") copies from pageable memory, which synchronises
+        the stream (memcpy_and_sync in aten/src/ATen/native/cuda/Copy.cu): the CPU would wait for every kernel
+        queued before."""
+        pinned = self.device.type == "cuda"
+        return torch.tensor(values, dtype=dtype, pin_memory=pinned).to(self.device, non_blocking=pinned)
+
     def pages_for(self, n_tokens: int) -> int:
         return -(-n_tokens // self.page_size)
 
@@ -307,10 +315,9 @@ class Engine:
             lengths.append(len(tokens))
             seq.cached = len(tokens)
         bounds = [0, *itertools.accumulate(lengths)]
-        as_tensor = lambda x, dtype=torch.int64: to_device(x, dtype, self.device)
-        index = CacheIndex(as_tensor(slots), doc_lengths=lengths, cu_seqlens=as_tensor(bounds, torch.int32))
-        hidden = self.model(as_tensor([ids]), as_tensor([positions]), self.cache, index)
-        ends = as_tensor([b - 1 for b in bounds[1:]])
+        index = CacheIndex(self.to_device(slots), doc_lengths=lengths, cu_seqlens=self.to_device(bounds, torch.int32))
+        hidden = self.model(self.to_device([ids]), self.to_device([positions]), self.cache, index)
+        ends = self.to_device([b - 1 for b in bounds[1:]])
         self.running += batch
         return batch, hidden[0, ends]
 
@@ -329,12 +336,11 @@ class Engine:
         # one page per row, in consecutive pages: the SDPA decode reads the cache in place
         one_each = width == 1 and batch[-1].pages[0] - batch[0].pages[0] == len(batch) - 1
         # the step's integer tensors, copied without a sync (to_device): the step's one sync is the sampled tokens
-        as_tensor = lambda x, dtype=torch.int64: to_device(x, dtype, self.device)
-        ids, positions = as_tensor([[s.tokens[-1]] for s in batch]), as_tensor([[s.cached] for s in batch])
+        ids, positions = self.to_device([[s.tokens[-1]] for s in batch]), self.to_device([[s.cached] for s in batch])
         index = CacheIndex(
-            slots=as_tensor([self.slot(s, s.cached) for s in batch]),
-            block_table=as_tensor([s.pages + [0] * (width - len(s.pages)) for s in batch], torch.int32),
-            seqlens=as_tensor([s.cached for s in batch], torch.int32),
+            slots=self.to_device([self.slot(s, s.cached) for s in batch]),
+            block_table=self.to_device([s.pages + [0] * (width - len(s.pages)) for s in batch], torch.int32),
+            seqlens=self.to_device([s.cached for s in batch], torch.int32),
             first_page=batch[0].pages[0] if one_each else None, max_len=max(s.cached for s in batch) + 1)
         use_graph = self.graphs is not None and len(batch) <= self.graphs.buckets[-1]
         hidden = self.graphs(ids, positions, index) if use_graph else self.model(ids, positions, self.cache, index)
@@ -347,8 +353,7 @@ class Engine:
         temperature, top_p, top_k = self.sampling
         u = None
         if temperature:
-            keys = to_device([s.key for s in batch], torch.int64, self.device)
-            steps = to_device([len(s.tokens) for s in batch], torch.int64, self.device)
+            keys, steps = self.to_device([s.key for s in batch]), self.to_device([len(s.tokens) for s in batch])
             u = uniforms(keys, steps)
         return sample_tokens(self.model.lm_head(hidden), temperature, top_p, top_k, u).tolist()
 

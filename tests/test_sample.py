@@ -378,7 +378,7 @@ def test_two_benchmarks_and_two_models_in_one_process_under_the_caching_allocato
 
 
 def test_a_decode_step_makes_one_host_sync_counted_as_on_cuda(qwen2):
-    """The step's integer tensors reach the device through pinned memory without waiting (model.to_device), top-p
+    """The step's integer tensors reach the device through pinned memory without waiting (Engine.to_device), top-p
     masks with masked_fill_, and the step's one read is the sampled tokens; counted by CUDA's rules
     (bench.OpCounter), which the counter itself is checked against."""
     import bench
