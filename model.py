@@ -152,9 +152,7 @@ class KVCache:
         self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(cfg.num_hidden_layers)]
         self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(cfg.num_hidden_layers)]
         self.n_pages, self.kv_heads, self.page_size = n_pages, cfg.num_key_value_heads, page_size
-        # views made once: a row per head vector (where a token's heads are written), and a row per page of one
-        # head (what the SDPA decode gathers)
-        self.k_rows, self.v_rows = ([t.view(-1, cfg.head_dim) for t in c] for c in (self.k, self.v))
+        # a row per page of one head: what the SDPA decode gathers
         self.k_pages, self.v_pages = ([t.view(-1, page_size, cfg.head_dim) for t in c] for c in (self.k, self.v))
 
     @staticmethod
@@ -185,7 +183,8 @@ class AttnInfo:
     doc_lengths: list | None = None          # sdpa, packed: document lengths of the tokens; None: one per row
     cu_seqlens: torch.Tensor | None = None   # flash, packed: document boundaries in the flattened tokens
     max_seqlen: int = 0
-    head_slots: torch.Tensor | None = None   # sdpa: (tokens * kv_heads,) where each token's head vectors go
+    write_at: tuple | None = None            # cached: (page, kv head, offset), indices broadcasting to (tokens,
+                                             # kv_heads): where every head vector of every token goes
     page_heads: torch.Tensor | None = None   # sdpa decode: (rows * kv_heads * pages,) the page of each row and head
     decode_bias: torch.Tensor | None = None  # sdpa decode: (rows, 1, 1, keys) 0 where a key is visible, else -inf
 
@@ -193,10 +192,9 @@ class AttnInfo:
 def attn_info(positions: torch.Tensor, cache, index: CacheIndex | None, flash: bool) -> AttnInfo:
     B, T = positions.shape
     info = AttnInfo(flash=flash, decode=cache is not None and T == 1, rows=B, cache=cache, index=index)
-    if cache is not None and not flash:  # where every head vector goes, in the head-major pages
+    if cache is not None and not (flash and info.decode):  # (flash-attn's decode writes them itself)
         ps, heads = cache.page_size, torch.arange(cache.kv_heads, device=positions.device)
-        page, offset = (index.slots // ps)[:, None], (index.slots % ps)[:, None]
-        info.head_slots = ((page * len(heads) + heads) * ps + offset).view(-1)
+        info.write_at = (index.slots // ps)[:, None], heads, (index.slots % ps)[:, None]
     if info.decode:
         if not flash:  # the keys each row reads (its pages, in order) and a mask past its length
             n_keys = index.max_len if index.first_page is not None else index.block_table.shape[1] * ps
@@ -232,13 +230,9 @@ def attention(q, k, v, info: AttnInfo, layer: int):
             q.view(B, 1, H, D), cache.k[layer].transpose(1, 2), cache.v[layer].transpose(1, 2), k=k.view(B, 1, Hkv, D),
             v=v.view(B, 1, Hkv, D), cache_seqlens=index.seqlens, block_table=index.block_table, causal=True)
         return out.view(N, H, D)
-    if cache is not None and info.flash:
-        ps = cache.page_size  # the token-major view flash-attn reads: (pages, page_size, kv_heads, head_dim)
-        for c, x in ((cache.k[layer], k), (cache.v[layer], v)):
-            c.transpose(1, 2)[index.slots // ps, index.slots % ps] = x
-    elif cache is not None:
-        cache.k_rows[layer].index_copy_(0, info.head_slots, k.view(-1, D))
-        cache.v_rows[layer].index_copy_(0, info.head_slots, v.view(-1, D))
+    if cache is not None:  # one index_put per tensor, into the head-major pages (flash-attn reads them by strides)
+        cache.k[layer][info.write_at] = k
+        cache.v[layer][info.write_at] = v
     if info.flash:
         return flash_attn.flash_attn_varlen_func(q, k, v, info.cu_seqlens, info.cu_seqlens, info.max_seqlen,
                                                  info.max_seqlen, causal=True)
@@ -279,16 +273,15 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x):
-        dtype = x.dtype  # normalise in fp32 (as the reference does), scale in the input dtype
-        x = x.float()
-        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * x.to(dtype)
+        # one kernel on CUDA (aten's _fused_rms_norm: in fp32 inside, rounded once to x's dtype); Hugging Face's
+        # eager RMSNorm is 8 and rounds twice in bf16 (before and after the weight): a last-bit difference
+        return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
 
 
 def apply_rope(x, cos, sin):
-    """NeoX-style rotation of the two halves of each head. x: (N, heads, D), cos/sin: (N, 1, D)."""
-    x1, x2 = x.chunk(2, dim=-1)
-    return x * cos + torch.cat((-x2, x1), dim=-1) * sin
+    """NeoX-style rotation of the two halves of each head: x * cos + (-x2, x1) * sin, written as a roll of x times
+    a sin whose first half is negated (sin: (N, 1, D), made so once per forward). x: (N, heads, D)."""
+    return x * cos + x.roll(x.shape[-1] // 2, -1) * sin
 
 
 class SelfAttention(nn.Module):
@@ -296,34 +289,33 @@ class SelfAttention(nn.Module):
         super().__init__()
         self.layer, self.head_dim = layer, cfg.head_dim
         self.n_head, self.n_kv = cfg.num_attention_heads, cfg.num_key_value_heads
-        self.q_proj = nn.Linear(cfg.hidden_size, self.n_head * self.head_dim, bias=cfg.attention_bias)
-        self.k_proj = nn.Linear(cfg.hidden_size, self.n_kv * self.head_dim, bias=cfg.attention_bias)
-        self.v_proj = nn.Linear(cfg.hidden_size, self.n_kv * self.head_dim, bias=cfg.attention_bias)
+        # q, k and v as one matrix product (Hugging Face's q_proj, k_proj and v_proj, concatenated: see FUSED)
+        self.qkv_proj = nn.Linear(cfg.hidden_size, (self.n_head + 2 * self.n_kv) * self.head_dim,
+                                  bias=cfg.attention_bias)
         self.o_proj = nn.Linear(self.n_head * self.head_dim, cfg.hidden_size, bias=False)
         if cfg.qk_norm:
             self.q_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps)
             self.k_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps)
 
     def forward(self, x, cos, sin, info: AttnInfo):
-        N = x.shape[0]  # the tokens of every row, flattened: each linear is then one matrix product
-        q = self.q_proj(x).view(N, self.n_head, self.head_dim)
-        k = self.k_proj(x).view(N, self.n_kv, self.head_dim)
-        v = self.v_proj(x).view(N, self.n_kv, self.head_dim)
+        N, H = x.shape[0], self.n_head  # the tokens of every row, flattened: each linear is one matrix product
+        qkv = self.qkv_proj(x).view(N, H + 2 * self.n_kv, self.head_dim)
+        qk, v = qkv[:, :H + self.n_kv], qkv[:, H + self.n_kv:]  # views; q and k are rotated together
         if hasattr(self, "q_norm"):
-            q, k = self.q_norm(q), self.k_norm(k)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        return self.o_proj(attention(q, k, v, info, self.layer).view(N, -1))
+            qk = torch.cat((self.q_norm(qk[:, :H]), self.k_norm(qk[:, H:])), 1)
+        qk = apply_rope(qk, cos, sin)
+        return self.o_proj(attention(qk[:, :H], qk[:, H:], v, info, self.layer).view(N, -1))
 
 
 class MLP(nn.Module):
     def __init__(self, cfg: Config):
         super().__init__()
-        self.gate_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
-        self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
+        self.gate_up_proj = nn.Linear(cfg.hidden_size, 2 * cfg.intermediate_size, bias=False)  # see FUSED
         self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
 
     def forward(self, x):
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
+        return self.down_proj(F.silu(gate) * up)
 
 
 class Block(nn.Module):
@@ -401,6 +393,7 @@ class Transformer(nn.Module):
         freqs = positions.reshape(-1, 1).float() * self.inv_freq.float()  # rotary angles in fp32, like the reference
         angles = torch.cat((freqs, freqs), dim=-1)[:, None]
         cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+        sin[..., :sin.shape[-1] // 2] *= -1  # (see apply_rope)
         for block in self.model.layers:
             if self.gradient_checkpointing and self.training:
                 x = torch.utils.checkpoint.checkpoint(block, x, cos, sin, info, use_reentrant=False)
@@ -427,18 +420,15 @@ class Transformer(nn.Module):
         cfg = Config.from_hf(read_config(path), str(path / "config.json"))
         weights = Weights(path)
         weights.check(cfg, str(path))
-        m = cls.from_state_dict(cfg, {k: weights.read(k, dtype, device) for k in weights.keys()}, where=str(path))
+        m = cls.from_state_dict(cfg, {k: weights.read_ours(cfg, k, dtype, device) for k in our_names(cfg)})
         m.source = model_files(path)
         return m
 
     @classmethod
-    def from_state_dict(cls, cfg: Config, state: dict, where="state dict"):
+    def from_state_dict(cls, cfg: Config, state: dict):
+        """A model holding `state` (our names: the fused projections; a tied lm_head is not in it)."""
         with torch.device("meta"):
             m = cls(cfg)
-        if cfg.tie_word_embeddings:
-            state = {k: v for k, v in state.items() if k != "lm_head.weight"}
-        check_names([k for k in m.state_dict() if not (cfg.tie_word_embeddings and k == "lm_head.weight")], state,
-                    where)
         m.load_state_dict(state, strict=False, assign=True)
         if cfg.tie_word_embeddings:
             m.lm_head.weight = m.model.embed_tokens.weight
@@ -453,8 +443,8 @@ class Transformer(nn.Module):
         usual_mode(tmp, directory=True)  # mkdtemp's 0700 would keep the model from the other users of a cluster
         state = self.state_dict()
         try:
-            write_weights(weight_shapes(self.config), state.__getitem__, self.config, tmp,
-                          dtype or self.lm_head.weight.dtype, max_shard_bytes)
+            write_weights(self.config, lambda name: state[name], tmp, dtype or self.lm_head.weight.dtype,
+                          max_shard_bytes)
             commit_dir(tmp, path)
         except BaseException:  # a full disk: no half-written directory is left holding the space
             shutil.rmtree(tmp, ignore_errors=True)
@@ -463,6 +453,32 @@ class Transformer(nn.Module):
 
 # -----------------------------------------------------------------------------
 # Hugging Face layout on disk
+
+# Hugging Face stores q, k and v (and gate and up) as separate tensors; the model holds each group as one tensor,
+# concatenated along the output dimension, so that a layer runs one matrix product where it would run three (and
+# two). Reading concatenates, writing splits: the files are Hugging Face's.
+FUSED = {"qkv_proj": ("q_proj", "k_proj", "v_proj"), "gate_up_proj": ("gate_proj", "up_proj")}
+
+
+def hf_parts(cfg: Config, name: str) -> list[tuple[str, int | None]]:
+    """The Hugging Face tensors our tensor `name` is made of, in order along its first dimension, with their rows
+    (a tensor that is not fused: itself, rows None)."""
+    module, leaf = name.rsplit(".", 1)             # model.layers.0.self_attn.qkv_proj, weight
+    parent, _, kind = module.rpartition(".")
+    if kind not in FUSED:
+        return [(name, None)]
+    q, kv, inter = cfg.num_attention_heads * cfg.head_dim, cfg.num_key_value_heads * cfg.head_dim, \
+        cfg.intermediate_size
+    return [(f"{parent}.{part}.{leaf}", n) for part, n in zip(FUSED[kind], (q, kv, kv) if kind == "qkv_proj"
+                                                           else (inter, inter))]
+
+
+def our_names(cfg: Config) -> dict:
+    """{our name: shape} of every tensor a model of this config holds (a tied lm_head is the embedding: not listed)."""
+    with torch.device("meta"):
+        m = Transformer(cfg)
+    return {k: tuple(v.shape) for k, v in m.state_dict().items()
+            if not (cfg.tie_word_embeddings and k == "lm_head.weight")}
 
 def checkpoints(run: Path) -> list[Path]:
     """A training run's checkpoints (step_NNNNNN/), oldest first."""
@@ -559,6 +575,18 @@ class Weights:
                                  f"its config.json needs a float tensor of shape {shape}: the file is not this model's "
                                  f"or was changed; copy or download the checkpoint again")
 
+    def read_ours(self, cfg: Config, name: str, dtype, device, rows=None) -> torch.Tensor:
+        """Our tensor `name` (rows = (start, end): only those rows), read from the Hugging Face tensors it is made
+        of: a process of a sharded run reads only the rows of its shard of each."""
+        parts, start, lo, hi = [], 0, *(rows or (0, math.inf))
+        for hf, n in hf_parts(cfg, name):
+            if n is None:
+                return self.read(hf, dtype, device, rows)
+            a, b = min(max(lo - start, 0), n), min(max(hi - start, 0), n)  # this part's rows within [lo, hi)
+            parts.append(self.read(hf, dtype, device, None if rows is None else (a, b)))
+            start += n
+        return torch.cat(parts)
+
     def read(self, key, dtype, device, rows=None) -> torch.Tensor:
         """The tensor `key` (rows = (start, end): only those rows of its first dimension) as dtype on device."""
         name = self.file_of[key]
@@ -581,21 +609,17 @@ def check_names(expected, found, where: str):
 def weight_shapes(cfg: Config) -> dict:
     """{Hugging Face name: shape} of every tensor a checkpoint of this config stores (a tied lm_head is the
     embedding, stored once)."""
-    with torch.device("meta"):
-        m = Transformer(cfg)
-    return {k: tuple(v.shape) for k, v in m.state_dict().items()
-            if not (cfg.tie_word_embeddings and k == "lm_head.weight")}
+    return {hf: (n or shape[0], *shape[1:]) for name, shape in our_names(cfg).items() for hf, n in hf_parts(cfg, name)}
 
 
-def write_weights(shapes: dict, fetch, cfg: Config, directory: Path, dtype, max_shard_bytes=5 * 2**30):
+def write_weights(cfg: Config, fetch, directory: Path, dtype, max_shard_bytes=5 * 2**30):
     """config.json + safetensors in the Hugging Face layout, sharded with an index above max_shard_bytes.
-    shapes: name -> shape of every tensor, in order; fetch(name) gives the tensor. fetch is called once per name,
-    in that order, and only one shard is held at a time: a sharded run gathers its weights one tensor at a time."""
+    fetch(our name) gives the tensor; it is called once per name, in our_names' order, and only one shard is held
+    at a time: a sharded run gathers its weights one tensor at a time."""
     from safetensors.torch import save_file
-    directory = Path(directory)
-    itemsize = dtype.itemsize
-    shards, size = [[]], 0
-    for key, shape in shapes.items():
+    directory, itemsize = Path(directory), dtype.itemsize
+    shards, size = [[]], 0  # our names, grouped into files by the size of their Hugging Face tensors
+    for key, shape in our_names(cfg).items():
         nbytes = math.prod(shape) * itemsize
         if shards[-1] and size + nbytes > max_shard_bytes:
             shards.append([])
@@ -604,12 +628,18 @@ def write_weights(shapes: dict, fetch, cfg: Config, directory: Path, dtype, max_
         size += nbytes
     names = ["model.safetensors"] if len(shards) == 1 else \
         [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+    weight_map = {}
     for name, keys in zip(names, shards):
-        save_file({k: fetch(k).detach().to(dtype).contiguous().cpu() for k in keys}, str(directory / name),
-                  metadata={"format": "pt"})
+        tensors = {}
+        for k in keys:
+            t = fetch(k).detach().to(dtype)
+            parts = hf_parts(cfg, k)
+            for (hf, _), piece in zip(parts, t.split([n or len(t) for _, n in parts])):
+                tensors[hf] = piece.contiguous().cpu()
+        save_file(tensors, str(directory / name), metadata={"format": "pt"})
+        weight_map.update(dict.fromkeys(tensors, name))
     if len(shards) > 1:
-        total = sum(math.prod(shape) * itemsize for shape in shapes.values())
-        weight_map = {k: name for name, keys in zip(names, shards) for k in keys}
+        total = sum(math.prod(shape) * itemsize for shape in weight_shapes(cfg).values())
         (directory / "model.safetensors.index.json").write_text(
             json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
     dtype_name = str(dtype).removeprefix("torch.")

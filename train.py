@@ -43,7 +43,7 @@ import torch.distributed as dist
 from common import (FRACTION, PROBLEM_TYPES, RULES, TEXT, above, at_least, atomic_write, between,
                     check_settings, jsonl_text, read_jsonl, write_failed)
 from model import (Config, KVCache, Transformer, Weights, attention_summary, checkpoints, commit_dir, model_path,
-                   read_config, rope_inv_freq, saved_dtype, weight_shapes, write_weights)
+                   our_names, read_config, rope_inv_freq, saved_dtype, write_weights)
 from ratio import Bounds, Mixture
 from sample import barrier, example_ids, generate, load_tokenizer, prompt_ids, release_engine, run_lock, stop_ids
 
@@ -397,21 +397,22 @@ def build_model(cfg, source: Path, master: Path | None, proc: Processes):
             weights.check(config, str(source))
     except (OSError, ValueError, KeyError) as e:
         raise SystemExit(f"error: {e}") from None
-    if not proc.sharded:
-        state = {k: weights.read(k, torch.float32, device) for k in weights.keys()}
-        return Transformer.from_state_dict(config, state, where=str(source)).train()
     with torch.device("meta"):
         model = Transformer(config)
-    shard(model, proc.dtype)
+    if proc.sharded:
+        shard(model, proc.dtype)
     model.to_empty(device=device)
+    if config.tie_word_embeddings and not proc.sharded:  # to_empty made two tensors of the tied one
+        model.lm_head.weight = model.model.embed_tokens.weight
     with torch.no_grad():
         for name, param in model.state_dict().items():
             if config.tie_word_embeddings and name == "lm_head.weight":
                 continue  # the embedding itself
             mine = local(param)
-            rows = None if master else shard_rows(param.shape[0], rank, world)
+            rows = shard_rows(param.shape[0], rank, world) if proc.sharded else None
             try:
-                mine.copy_(weights.read(name, torch.float32, device, rows=rows).view(mine.shape))
+                mine.copy_(weights.read(name, torch.float32, device) if master else
+                           weights.read_ours(config, name, torch.float32, device, rows=rows).view(mine.shape))
             except (KeyError, RuntimeError) as e:
                 raise SystemExit(f"error: {weights.path}: cannot load {name} for process {rank} of {world} "
                                  f"({type(e).__name__}: {e})") from None
@@ -508,16 +509,16 @@ def write_checkpoint(model, opt, cfg, state: dict, tmp: Path, final: Path, proc:
     barrier()
     # the model, gathered one tensor at a time (collective) and written by rank 0 in the base model's dtype
     weights, dtype = model.state_dict(), saved_dtype(model.config)
-    shapes = weight_shapes(model.config)
+    names = our_names(model.config)
     if rank == 0:
-        write_weights(shapes, lambda k: full(weights[k]), model.config, tmp, dtype)
+        write_weights(model.config, lambda k: full(weights[k]), tmp, dtype)
     else:
-        for k in shapes:
+        for k in names:
             full(weights[k])
     # exact resume needs the float32 master weights when the model directory holds a rounded copy
     from safetensors.torch import save_file
     if dtype != torch.float32:
-        save_file({k: local(weights[k]).detach().cpu().contiguous() for k in shapes},
+        save_file({k: local(weights[k]).detach().cpu().contiguous() for k in names},
                   str(tmp / "train_state" / shard_file("master", rank, world)))
     save_optimizer(opt, tmp / "train_state" / shard_file("optimizer", rank, world))
     barrier()

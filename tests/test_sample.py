@@ -399,3 +399,26 @@ def test_a_decode_step_makes_one_host_sync_counted_as_on_cuda(qwen2):
         x.masked_fill_(x > 0.2, 1.0)
         x.sum().item()
     assert counter.syncs == 3
+
+
+@pytest.mark.parametrize("page_size,kernels", [(64, 19), (512, 17)])
+def test_a_decode_layer_launches_17_kernels_counted_as_on_cuda(qwen2, page_size, kernels):
+    """One matrix product for q, k and v and one for gate and up, rms_norm as aten's one fused CUDA kernel, q and k
+    rotated together: 17 kernels in a decode step's layer (it was 36) when each sequence holds one page and the
+    SDPA decode reads the cache in place, two more (the keys and values gathered) when sequences span pages;
+    counted by bench.layer_ops, whose counter takes rms_norm for the one kernel it is on CUDA and its
+    decomposition on this CPU for six."""
+    import bench
+    m, tok, _ = qwen2
+    prompts = [sample.prompt_ids(tok, p) for p in PROBLEMS]
+    engine = sample.Engine(m, 9, page_size, 4, 8192, 512, False)
+    engine.start([sample.Sequence(i, p, 20, sample.sequence_key(0, p, 0)) for i, p in enumerate(prompts)],
+                 (0.7, 0.95, 0), set())
+    engine.step()  # the prefill
+    assert bench.layer_ops(m.model.layers[0], engine.step)[1] == kernels
+    x, w = torch.rand(3, 8), torch.rand(8)
+    with bench.OpCounter() as fused:
+        torch.nn.functional.rms_norm(x, (8,), w, 1e-6)
+    with bench.OpCounter() as eager:
+        w * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6))
+    assert (fused.kernels, eager.kernels) == (1, 6)

@@ -435,10 +435,12 @@ def test_each_process_reads_only_its_shard(setup, tmp_path):
     mp.start_processes(_load_shards, args=(2, tmp_path / "store", setup / "model", tmp_path / "rank0.pt"), nprocs=2,
                        start_method="spawn")
     got = torch.load(tmp_path / "rank0.pt", weights_only=True)
-    ref = M.Transformer.from_pretrained(setup / "model").state_dict()
-    for key, rows in got["requests"]:
-        n = ref[key].shape[0]
-        assert rows == (0, -(-n // 2)), key  # rank 0's half of the first dimension, nothing more
-    config = M.Transformer.from_pretrained(setup / "model").config
-    assert {k for k, _ in got["requests"]} == set(M.weight_shapes(config))
+    ours = M.Transformer.from_pretrained(setup / "model")
+    ref, config, expected = ours.state_dict(), ours.config, {}
+    for name, shape in M.our_names(config).items():  # rank 0's half of the first dimension, nothing more: of a
+        start, half = 0, -(-shape[0] // 2)           # fused tensor, the rows of each part that fall in that half
+        for hf, n in M.hf_parts(config, name):
+            expected[hf] = (0, half) if n is None else (0, min(max(half - start, 0), n))
+            start += n or 0
+    assert dict(got["requests"]) == expected and len(got["requests"]) == len(expected)
     assert all(torch.equal(got["full"][k], ref[k]) for k in ref)
