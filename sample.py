@@ -357,6 +357,7 @@ class Engine:
             u = uniforms(keys, steps)
         return sample_tokens(self.model.lm_head(hidden), temperature, top_p, top_k, u).tolist()
 
+    @torch.no_grad()
     def step(self) -> tuple[int, list[tuple[Sequence, str]]]:
         """A prefill if a waiting sequence can start, else a decode step. Returns the number of tokens made and
         the sequences that finished."""
