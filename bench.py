@@ -415,6 +415,7 @@ def group_of_one(device):
 def gpu_fsdp_steps(path, device, steps=2):
     """Largest relative difference of loss and weights between FSDP2 in a group of one and the unsharded model,
     over the same steps (float32 compute: only the wrapping differs)."""
+    import processes
     import train
     g = torch.Generator().manual_seed(2)
     examples = [(torch.randint(0, 200, (int(n),), generator=g).tolist(), 16) for n in (300, 900, 500, 1200)]
@@ -432,7 +433,7 @@ def gpu_fsdp_steps(path, device, steps=2):
             opt.step()
             opt.zero_grad(set_to_none=True)
         losses.append(run)
-        params.append({k: train.full(v).detach().float().cpu() for k, v in model.state_dict().items()})
+        params.append({k: processes.full(v).detach().float().cpu() for k, v in model.state_dict().items()})
     loss_diff = max(abs(a - b) / abs(a) for a, b in zip(*losses))
     param_diff = max(((params[0][k] - params[1][k]).abs().max() / params[0][k].abs().max().clamp(min=1e-12)).item()
                      for k in params[0])
@@ -475,6 +476,7 @@ def gpu_speed(path, device, batch, prompt_tokens=512, new_tokens=256):
 def gpu_training(path, device, tokens):
     """Training MFU of our step (FSDP2 in a group of one, bf16, flash-attn) and of transformers' model on the same
     8k-token batch; and our measured peak memory against the plan."""
+    import plan
     import train
     from transformers import AutoModelForCausalLM
     g = torch.Generator().manual_seed(4)
@@ -515,7 +517,7 @@ def gpu_training(path, device, tokens):
         results[side] = (mfu, memory)
         del model, opt
     cfg = train.TrainConfig(model=str(path), row_tokens=tokens, activation_checkpointing=True)
-    planned = sum(train.memory_plan(train.plan_config(str(path)), cfg, 1, torch.bfloat16, True,
+    planned = sum(plan.memory_plan(plan.plan_config(str(path)), cfg, 1, torch.bfloat16, True,
                                     M.Transformer.loss_chunk)["training step"].values())
     return results, planned, name
 

@@ -4,7 +4,9 @@ Lines read with errors that name the file, the line and the field. Nothing here 
 """
 
 import argparse
+import ast
 import contextlib
+import dataclasses
 import fcntl
 import json
 import math
@@ -72,6 +74,84 @@ def check_settings(values: dict, rules: dict = RULES):
             problems.append(f"{name}={value!r}: must be {allowed}")
     if problems:
         raise SystemExit("error: bad setting(s):\n  " + "\n  ".join(problems))
+
+
+# config files: Python assignments of literals, read without running them (nothing is exec'd)
+
+def config_lines(path: Path, seen: tuple = ()) -> list[tuple[str, object, str]]:
+    """(setting, value, file:line) of a config file of `name = literal` lines, in order. A line `base = "FILE"`
+    (a file beside this one) stands for that file's lines: a recipe that differs from another in a few settings
+    holds only those."""
+    if not path.is_file():
+        raise SystemExit(f"{path}: no such config file")
+    if path.resolve() in seen:
+        raise SystemExit(f"{path}: read again through its own base (a loop of base = lines)")
+    try:
+        tree = ast.parse(path.read_text(), str(path))
+    except SyntaxError as e:
+        raise SystemExit(f"{path}:{e.lineno}: not valid Python ({e.msg})") from None
+    lines = []
+    for node in tree.body:
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
+            continue  # a docstring
+        single_name = isinstance(node, ast.Assign) and len(node.targets) == 1
+        if not (single_name and isinstance(node.targets[0], ast.Name)):
+            raise SystemExit(f"{path}:{node.lineno}: a config file holds only `name = value` lines")
+        try:
+            value = ast.literal_eval(node.value)
+        except ValueError:
+            raise SystemExit(f"{path}:{node.lineno}: the value must be a literal (number, string, "
+                             f"bool)") from None
+        if node.targets[0].id == "base":
+            if not isinstance(value, str):
+                raise SystemExit(f"{path}:{node.lineno}: base names a config file beside this one, as a string")
+            lines += config_lines(path.parent / value, seen + (path.resolve(),))
+        else:
+            lines.append((node.targets[0].id, value, f"{path}:{node.lineno}"))
+    return lines
+
+
+
+def read_settings(cls, argv):
+    """A `cls` dataclass of settings: its defaults, then config files of `key = literal` lines in order, then
+    --key=value flags; every value checked against its field's type and rule (setting()) before any work."""
+    cfg, fields = cls(), {f.name: f for f in dataclasses.fields(cls)}
+
+    def set_value(key, value, where):
+        if key not in fields:
+            right = key.replace("-", "_")
+            hint = f"settings are spelled with underscores: {right}" if right in fields else \
+                f"the settings are the {cls.__name__} fields"
+            raise SystemExit(f"{where}: unknown setting {key!r}; {hint}")
+        want = type(getattr(cfg, key))
+        if want is bool and isinstance(value, str):
+            value = {"true": True, "false": False, "1": True, "0": False}.get(value.lower(), value)
+        elif isinstance(value, str) and want is not str:
+            try:
+                value = ast.literal_eval(value)
+            except (ValueError, SyntaxError):
+                raise SystemExit(f"{where}: {key}={value!r} is not a {want.__name__}") from None
+        if want is float and type(value) is int:
+            value = float(value)
+        if type(value) is not want:
+            raise SystemExit(f"{where}: {key}={value!r} is not a {want.__name__}")
+        setattr(cfg, key, value)
+
+    for arg in argv:
+        if arg.startswith("--"):
+            key, has_value, value = arg[2:].partition("=")
+            set_value(key, value if has_value else "true", f"flag {arg}")  # a bare --resume means --resume=true
+        else:
+            for key, value, where in config_lines(Path(arg)):
+                set_value(key, value, where)
+    check_settings(dataclasses.asdict(cfg), {f.name: f.metadata["rule"] for f in fields.values()
+                                             if "rule" in f.metadata})
+    return cfg
+
+
+def setting(default, rule=None):
+    """A settings dataclass field with the rule its value must follow (at_least(1), between(0, 1), ...)."""
+    return dataclasses.field(default=default, metadata={"rule": rule} if rule else {})
 
 
 # -----------------------------------------------------------------------------

@@ -298,7 +298,10 @@ def run_evaluation(args):
 
     import sample
     from common import atomic_write, jsonl_text
-    from model import Transformer, attention_summary, model_path
+    from outputs import sample_file
+    from processes import start_processes
+    from checkpoint import model_path
+    from model import Transformer, attention_summary
 
     try:
         args.model = str(model_path(args.model))
@@ -307,8 +310,8 @@ def run_evaluation(args):
     problems, settings = read_benchmarks(args), protocol_settings(args)
     base = read_baseline(args.compare) if args.compare else None
     out_dir = Path(args.out_dir or Path("out") / "eval" / f"{Path(args.model).resolve().name}-{args.protocol}")
-    rank, _, device = sample.start_processes()  # under torchrun every process answers its share of each benchmark
-    dtype = args.dtype or ("bfloat16" if device.startswith("cuda") else "float32")
+    rank, _, device = start_processes()  # under torchrun every process answers its share of each benchmark
+    dtype = args.dtype or ("bfloat16" if device.type == "cuda" else "float32")
     try:
         tok = sample.load_tokenizer(args.model)
         model = Transformer.from_pretrained(args.model, dtype=getattr(torch, dtype), device=device)
@@ -329,7 +332,7 @@ def run_evaluation(args):
         keep = ("id", "problem", "answer", "level")
         # sample_file appends each completion as it finishes and skips the (id, sample) pairs already done
         try:
-            done = sample.sample_file(model, tok, [{k: p[k] for k in keep if k in p} for p in rows], out, n=n,
+            done = sample_file(model, tok, [{k: p[k] for k in keep if k in p} for p in rows], out, n=n,
                                       template=prompt_template(args.protocol, b), batch_size=args.batch_size,
                                       max_new_tokens=settings["max_new_tokens"],
                                       temperature=settings["temperature"], top_p=settings["top_p"], seed=args.seed)

@@ -22,12 +22,7 @@ slot (page * page_size + offset). A forward with T > 1 is a prefill (packed prom
 0); with T == 1 it is a decode step in which each row attends to the tokens of its block table.
 """
 
-import hashlib
-import json
 import math
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +30,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from common import usual_mode
+from checkpoint import Weights, hf_parts, model_files, read_config, save_model
 
 try:  # optional, GPU only (make gpu-install); without it CUDA runs use torch's SDPA, which is slower
     import flash_attn
@@ -419,7 +414,7 @@ class Transformer(nn.Module):
         path = Path(path)
         cfg = Config.from_hf(read_config(path), str(path / "config.json"))
         weights = Weights(path)
-        weights.check(cfg, str(path))
+        weights.check(weight_shapes(cfg), cfg.tie_word_embeddings, str(path))
         m = cls.from_state_dict(cfg, {k: weights.read_ours(cfg, k, dtype, device) for k in our_names(cfg)})
         m.source = model_files(path)
         return m
@@ -437,228 +432,23 @@ class Transformer(nn.Module):
 
     def save_pretrained(self, path, dtype=None, max_shard_bytes=5 * 2**30):
         """A Hugging Face model directory at `path`, written beside it and renamed into place."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
-        usual_mode(tmp, directory=True)  # mkdtemp's 0700 would keep the model from the other users of a cluster
-        state = self.state_dict()
-        try:
-            write_weights(self.config, lambda name: state[name], tmp, dtype or self.lm_head.weight.dtype,
-                          max_shard_bytes)
-            commit_dir(tmp, path)
-        except BaseException:  # a full disk: no half-written directory is left holding the space
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        tensors = self.tensors()
+        save_model(self.config, {k: tuple(t.shape) for k, t in tensors.items()}, tensors.__getitem__, path,
+                   dtype or self.lm_head.weight.dtype, max_shard_bytes)
 
-
-# -----------------------------------------------------------------------------
-# Hugging Face layout on disk
-
-# Hugging Face stores q, k and v (and gate and up) as separate tensors; the model holds each group as one tensor,
-# concatenated along the output dimension, so that a layer runs one matrix product where it would run three (and
-# two). Reading concatenates, writing splits: the files are Hugging Face's.
-FUSED = {"qkv_proj": ("q_proj", "k_proj", "v_proj"), "gate_up_proj": ("gate_proj", "up_proj")}
-
-
-def hf_parts(cfg: Config, name: str) -> list[tuple[str, int | None]]:
-    """The Hugging Face tensors our tensor `name` is made of, in order along its first dimension, with their rows
-    (a tensor that is not fused: itself, rows None)."""
-    module, leaf = name.rsplit(".", 1)             # model.layers.0.self_attn.qkv_proj, weight
-    parent, _, kind = module.rpartition(".")
-    if kind not in FUSED:
-        return [(name, None)]
-    q, kv, inter = cfg.num_attention_heads * cfg.head_dim, cfg.num_key_value_heads * cfg.head_dim, \
-        cfg.intermediate_size
-    return [(f"{parent}.{part}.{leaf}", n) for part, n in zip(FUSED[kind], (q, kv, kv) if kind == "qkv_proj"
-                                                           else (inter, inter))]
+    def tensors(self) -> dict:
+        """The state dict without a tied lm_head (it is the embedding): what a checkpoint stores."""
+        return {k: v for k, v in self.state_dict().items()
+                if not (self.config.tie_word_embeddings and k == "lm_head.weight")}
 
 
 def our_names(cfg: Config) -> dict:
     """{our name: shape} of every tensor a model of this config holds (a tied lm_head is the embedding: not listed)."""
     with torch.device("meta"):
-        m = Transformer(cfg)
-    return {k: tuple(v.shape) for k, v in m.state_dict().items()
-            if not (cfg.tie_word_embeddings and k == "lm_head.weight")}
-
-def checkpoints(run: Path) -> list[Path]:
-    """A training run's checkpoints (step_NNNNNN/), oldest first."""
-    return sorted(p for p in Path(run).glob("step_*") if p.is_dir())
-
-
-def model_path(path) -> Path:
-    """The model directory that `path` names: a model directory; the chosen.json of a training run (the checkpoint
-    the paper's rule chose); or a training run's folder (its latest checkpoint)."""
-    path = Path(path)
-    if path.suffix == ".json":
-        if not path.is_file():
-            raise ValueError(f"{path}: no such file; train.py writes it at the end of a run in which a checkpoint "
-                             f"passed the choice rule (dev accuracy > 0.7 x A_L): see {path.parent / 'metrics.jsonl'}")
-        try:
-            checkpoint = Path(json.loads(path.read_text())["checkpoint"])
-        except (ValueError, KeyError, TypeError) as e:
-            raise ValueError(f"{path} is damaged ({type(e).__name__}: {e}); run the training again with "
-                             f"--resume to rewrite it (it then only redoes the choice), or pass a checkpoint "
-                             f"directory") from None
-        if not (checkpoint / "config.json").is_file():
-            raise ValueError(f"{path} names {checkpoint}, which is not a checkpoint (was it moved or pruned?)")
-        return checkpoint
-    steps = checkpoints(path) if not (path / "config.json").exists() else []
-    return steps[-1] if steps else path
-
-
-def read_config(path: Path) -> dict:
-    f = Path(path) / "config.json"
-    if not f.is_file():
-        raise FileNotFoundError(f"{path}: no config.json here; pass a Hugging Face model directory "
-                                f"(config.json + *.safetensors)")
-    try:
-        return json.loads(f.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{f}: line {e.lineno}: not valid JSON ({e.msg}); re-download the checkpoint") from None
-
-
-def model_files(path: Path) -> dict:
-    """What identifies a model directory's weights: its path, its config.json and the sizes of its weight files
-    (cheap, and enough to tell a re-trained or re-downloaded model from the one an output was made with)."""
-    path = Path(path).resolve()
-    sizes = sorted((f.name, f.stat().st_size) for f in path.glob("*.safetensors"))
-    digest = hashlib.sha256(((path / "config.json").read_bytes() + repr(sizes).encode())).hexdigest()
-    return {"path": str(path), "files": digest[:16]}
-
-
-def saved_dtype(cfg: Config) -> torch.dtype:
-    """The dtype a model's weights were published in (config.json): R1-Distill bf16, the tiny test models fp32.
-    Fine-tuned checkpoints are written in it, so they are as large as the model they came from."""
-    name = cfg.hf.get("dtype") or cfg.hf.get("torch_dtype") or "bfloat16"
-    return getattr(torch, name) if isinstance(getattr(torch, str(name), None), torch.dtype) else torch.bfloat16
-
-
-class Weights:
-    """The safetensors tensors of a model directory, read one at a time (the files are memory-mapped), whole or
-    a range of rows: a process of a sharded run reads only the rows of its own shard."""
-
-    def __init__(self, path, files=None):
-        from safetensors import safe_open
-        self.path = Path(path)
-        index = self.path / "model.safetensors.index.json"
-        try:
-            if files is None:
-                files = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.is_file() else \
-                    sorted(p.name for p in self.path.glob("*.safetensors"))
-        except (ValueError, KeyError, AttributeError) as e:
-            raise ValueError(f"{index}: not a safetensors index ({e}); re-download the checkpoint") from None
-        if not files:
-            raise FileNotFoundError(f"{self.path}: no *.safetensors weights (PyTorch .bin checkpoints are not read: "
-                                    f"they are pickles)")
-        self.files, self.file_of = {}, {}
-        for name in files:
-            try:
-                self.files[name] = f = safe_open(str(self.path / name), framework="pt", device="cpu")
-            except Exception as e:  # SafetensorError, OSError: a missing, truncated or corrupt file
-                raise ValueError(f"{self.path / name}: cannot read the weights ({e}); the file is missing or "
-                                 f"corrupt, re-download it") from None
-            self.file_of.update({key: name for key in f.keys()})
-
-    def keys(self):
-        return list(self.file_of)
-
-    def check(self, cfg: Config, where: str):
-        """Every tensor the config needs, of the config's shape and a floating dtype, before anything is read: a
-        file of another model or an edited shard is named with the tensor, not met as a copy's size mismatch."""
-        expected = weight_shapes(cfg)
-        found = {k: v for k, v in self.file_of.items() if not (cfg.tie_word_embeddings and k == "lm_head.weight")}
-        check_names(expected, found, where)
-        for key, shape in expected.items():
-            meta = self.files[found[key]].get_slice(key)
-            if tuple(meta.get_shape()) != shape or meta.get_dtype() not in ("F16", "BF16", "F32", "F64"):
-                raise ValueError(f"{self.path / found[key]}: {key} is {meta.get_dtype()} {tuple(meta.get_shape())}, "
-                                 f"its config.json needs a float tensor of shape {shape}: the file is not this model's "
-                                 f"or was changed; copy or download the checkpoint again")
-
-    def read_ours(self, cfg: Config, name: str, dtype, device, rows=None) -> torch.Tensor:
-        """Our tensor `name` (rows = (start, end): only those rows), read from the Hugging Face tensors it is made
-        of: a process of a sharded run reads only the rows of its shard of each."""
-        parts, start, lo, hi = [], 0, *(rows or (0, math.inf))
-        for hf, n in hf_parts(cfg, name):
-            if n is None:
-                return self.read(hf, dtype, device, rows)
-            a, b = min(max(lo - start, 0), n), min(max(hi - start, 0), n)  # this part's rows within [lo, hi)
-            parts.append(self.read(hf, dtype, device, None if rows is None else (a, b)))
-            start += n
-        return torch.cat(parts)
-
-    def read(self, key, dtype, device, rows=None) -> torch.Tensor:
-        """The tensor `key` (rows = (start, end): only those rows of its first dimension) as dtype on device."""
-        name = self.file_of[key]
-        try:
-            t = self.files[name].get_tensor(key) if rows is None else self.files[name].get_slice(key)[rows[0]:rows[1]]
-        except Exception as e:
-            raise ValueError(f"{self.path / name}: cannot read {key} ({e}); the file is damaged: download or "
-                             f"copy it again") from None
-        return t.to(device=device, dtype=dtype)
-
-
-def check_names(expected, found, where: str):
-    """The tensor names a checkpoint holds against those its config.json needs."""
-    missing, unexpected = set(expected) - set(found), set(found) - set(expected)
-    if missing or unexpected:
-        raise ValueError(f"{where}: checkpoint does not match its config.json: missing {sorted(missing)[:5]}, "
-                         f"unexpected {sorted(unexpected)[:5]} (is the download complete?)")
+        return {k: tuple(v.shape) for k, v in Transformer(cfg).tensors().items()}
 
 
 def weight_shapes(cfg: Config) -> dict:
     """{Hugging Face name: shape} of every tensor a checkpoint of this config stores (a tied lm_head is the
     embedding, stored once)."""
     return {hf: (n or shape[0], *shape[1:]) for name, shape in our_names(cfg).items() for hf, n in hf_parts(cfg, name)}
-
-
-def write_weights(cfg: Config, fetch, directory: Path, dtype, max_shard_bytes=5 * 2**30):
-    """config.json + safetensors in the Hugging Face layout, sharded with an index above max_shard_bytes.
-    fetch(our name) gives the tensor; it is called once per name, in our_names' order, and only one shard is held
-    at a time: a sharded run gathers its weights one tensor at a time."""
-    from safetensors.torch import save_file
-    directory, itemsize = Path(directory), dtype.itemsize
-    shards, size = [[]], 0  # our names, grouped into files by the size of their Hugging Face tensors
-    for key, shape in our_names(cfg).items():
-        nbytes = math.prod(shape) * itemsize
-        if shards[-1] and size + nbytes > max_shard_bytes:
-            shards.append([])
-            size = 0
-        shards[-1].append(key)
-        size += nbytes
-    names = ["model.safetensors"] if len(shards) == 1 else \
-        [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
-    weight_map = {}
-    for name, keys in zip(names, shards):
-        tensors = {}
-        for k in keys:
-            t = fetch(k).detach().to(dtype)
-            parts = hf_parts(cfg, k)
-            for (hf, _), piece in zip(parts, t.split([n or len(t) for _, n in parts])):
-                tensors[hf] = piece.contiguous().cpu()
-        save_file(tensors, str(directory / name), metadata={"format": "pt"})
-        weight_map.update(dict.fromkeys(tensors, name))
-    if len(shards) > 1:
-        total = sum(math.prod(shape) * itemsize for shape in weight_shapes(cfg).values())
-        (directory / "model.safetensors.index.json").write_text(
-            json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
-    dtype_name = str(dtype).removeprefix("torch.")
-    (directory / "config.json").write_text(json.dumps({**cfg.hf, "torch_dtype": dtype_name, "dtype": dtype_name},
-                                                      indent=2))
-
-
-def commit_dir(tmp: Path, path: Path):
-    """Put a fully written temporary directory in place of `path` by renaming: a killed process leaves
-    either the previous `path` or the new one, never a half-written directory under that name."""
-    for f in [Path(tmp), *Path(tmp).rglob("*")]:
-        usual_mode(f, directory=f.is_dir())  # safetensors and mkdtemp create 0600 / 0700: others could not read
-        if f.is_file():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-    if path.exists():  # move the old one aside first, drop it once the new one is in place
-        old = path.with_name(f".{path.name}.old-{os.getpid()}")
-        os.replace(path, old)
-        os.replace(tmp, path)
-        shutil.rmtree(old)
-    else:
-        os.replace(tmp, path)

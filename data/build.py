@@ -34,9 +34,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import PROBLEM_TYPES, ArgumentParser, atomic_write, check_settings, jsonl_text, read_jsonl  # noqa: E402
 from grade import grade_responses  # noqa: E402
-from model import Transformer, attention_summary, model_path  # noqa: E402
+from checkpoint import model_path  # noqa: E402
+from model import Transformer, attention_summary  # noqa: E402
 from ratio import Bounds  # noqa: E402
-from sample import load_tokenizer, rank_and_world, release_engine, sample_file, start_processes  # noqa: E402
+from processes import rank_and_world, start_processes  # noqa: E402
+from outputs import sample_file  # noqa: E402
+from sample import load_tokenizer, release_engine  # noqa: E402
 
 
 def sample_and_grade(model_dir, problems, samples_path, args, n):
@@ -44,7 +47,7 @@ def sample_and_grade(model_dir, problems, samples_path, args, n):
     rank 0: its rows with "correct" and "pred"; the other processes get None. What made the samples is in
     SAMPLES.settings.json (a rerun with another model or settings is refused)."""
     rank, _ = rank_and_world()
-    dtype = torch.bfloat16 if args.device.startswith("cuda") else torch.float32
+    dtype = torch.bfloat16 if args.device.type == "cuda" else torch.float32
     try:
         model_dir = model_path(model_dir)  # a model directory, a run's chosen.json, or a run's folder
         tok = load_tokenizer(model_dir)

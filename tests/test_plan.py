@@ -1,4 +1,4 @@
-"""train.py --plan: the memory plan as code, checked against the peaks torch's MemTracker measures on CPU for real
+"""plan.py: the memory plan as code, checked against the peaks torch's MemTracker measures on CPU for real
 training steps of small models (one plain process, and FSDP2 over two gloo processes in bf16 mixed precision)."""
 import contextlib
 import subprocess
@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import model as M
+import plan
 import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,7 +56,7 @@ def measured_peak(cfg, world, rank, dtype, sharded):
 
 
 def planned_peak(cfg, world, dtype, sharded):
-    return sum(train.memory_plan(M.Config.from_hf(SHAPE), cfg, world, dtype, sharded,
+    return sum(plan.memory_plan(M.Config.from_hf(SHAPE), cfg, world, dtype, sharded,
                                  M.Transformer.loss_chunk)["training step"].values())
 
 
@@ -90,7 +91,7 @@ def test_plan_matches_measured_peak_with_fsdp_over_two_processes(tmp_path):
 
 @pytest.mark.parametrize("recipe", [["config/r1_7b.py"], ["config/r1_14b.py"]])
 def test_recipes_fit_eight_80gb_gpus_with_headroom(recipe):
-    p = subprocess.run([sys.executable, "train.py", *recipe, "--plan"], cwd=ROOT, capture_output=True, text=True)
+    p = subprocess.run([sys.executable, "plan.py", *recipe], cwd=ROOT, capture_output=True, text=True)
     assert p.returncode == 0, p.stdout + p.stderr
     last = p.stdout.strip().splitlines()[-1]
     assert last.startswith(f"plan {' '.join(recipe)}: peak ") and last.endswith("of 80 GiB, world 8")
@@ -98,7 +99,7 @@ def test_recipes_fit_eight_80gb_gpus_with_headroom(recipe):
 
 
 def test_plan_refuses_what_does_not_fit():
-    p = subprocess.run([sys.executable, "train.py", "config/r1_7b.py", "--plan", "--plan_world=2"], cwd=ROOT,
+    p = subprocess.run([sys.executable, "plan.py", "config/r1_7b.py", "--world=2"], cwd=ROOT,
                        capture_output=True, text=True)
     assert p.returncode == 1 and "lower row_tokens" in p.stderr
 
@@ -106,5 +107,5 @@ def test_plan_refuses_what_does_not_fit():
 def test_readme_shows_the_current_plan():
     readme = (ROOT / "README.md").read_text()
     for recipe in (["config/r1_7b.py"], ["config/r1_14b.py"]):
-        p = subprocess.run([sys.executable, "train.py", *recipe, "--plan"], cwd=ROOT, capture_output=True, text=True)
-        assert f"```\n{p.stdout.rstrip()}\n```" in readme, f"README: paste the output of train.py {recipe} --plan"
+        p = subprocess.run([sys.executable, "plan.py", *recipe], cwd=ROOT, capture_output=True, text=True)
+        assert f"```\n{p.stdout.rstrip()}\n```" in readme, f"README: paste the output of plan.py {recipe}"

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 import train
+from common import read_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 OFFICIAL = json.loads((ROOT / "config" / "official.json").read_text())
@@ -15,7 +16,7 @@ RECIPES = {"7b": ["config/r1_7b.py"], "14b": ["config/r1_14b.py"], "static": ["c
 
 
 def resolved(name):
-    return dataclasses.asdict(train.load_config([str(ROOT / f) for f in RECIPES[name]]))
+    return dataclasses.asdict(read_settings(train.TrainConfig, [str(ROOT / f) for f in RECIPES[name]]))
 
 
 def cell(x):

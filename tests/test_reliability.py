@@ -16,9 +16,10 @@ import build
 import demo
 import evaluate
 import grade
+import checkpoint
 import sample
 import train
-from model import model_path
+from checkpoint import model_path
 from ratio import Bounds
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -251,7 +252,7 @@ def test_pruning_keeps_another_runs_checkpoints(work, tmp_path):
     shutil.copytree(d / "run", run)
     shutil.copytree(other / "step_000001", run / "step_000001")
     train.main(train_args(model, d, out_dir=run, max_steps=4, save_interval=1, keep_checkpoints=1))
-    assert sorted(p.name for p in train.checkpoints(run)) == ["step_000001", "step_000004"]  # the other run's kept
+    assert sorted(p.name for p in checkpoint.checkpoints(run)) == ["step_000001", "step_000004"]  # the other run's kept
 
 
 def test_stale_samples_are_refused(work, tiny_models):
@@ -355,8 +356,8 @@ def test_model_is_a_directory_a_run_folder_or_a_choice(work, tmp_path):
 
 def test_written_files_are_readable_by_others(work):
     d, _ = work
-    checkpoint = d / "run" / "step_000002"
-    for f in [checkpoint, checkpoint / "model.safetensors", checkpoint / "train_state" / "state.json",
+    step_dir = d / "run" / "step_000002"
+    for f in [step_dir, step_dir / "model.safetensors", step_dir / "train_state" / "state.json",
               d / "run" / "metrics.jsonl", d / "run" / "chosen.json", d / "out.jsonl", d / "eval" / "summary.json"]:
         if f.exists():
             assert f.stat().st_mode & 0o044 == 0o044, f  # group and others may read
@@ -444,23 +445,23 @@ def test_a_checkpoint_write_that_fails_leaves_the_last_one_and_no_temporary_file
     d, model = work
     full, out = tmp_path / "full", tmp_path / "run"
     train.main([str(a) for a in train_args(model, d, out_dir=full, max_steps=4, resume=False)])
-    real, calls = train.write_weights, []
+    real, calls = checkpoint.write_weights, []
 
-    def disk_full(cfg, fetch, directory, dtype):
+    def disk_full(cfg, shapes, fetch, directory, dtype):
         calls.append(directory)
         if len(calls) == 2:  # the second checkpoint: part of a shard, then no space
             (directory / "model.safetensors").write_bytes(b"\0" * 1000)
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return real(cfg, fetch, directory, dtype)
+        return real(cfg, shapes, fetch, directory, dtype)
 
-    monkeypatch.setattr(train, "write_weights", disk_full)
+    monkeypatch.setattr(checkpoint, "write_weights", disk_full)
     with pytest.raises(SystemExit) as e:
         train.main([str(a) for a in train_args(model, d, out_dir=out, max_steps=4, resume=False)])
     message = str(e.value)
     assert message.startswith(f"error: cannot write {out / '.step_000004.tmp'}: No space left on device") and \
         f"--resume: it continues from {out / 'step_000002'}" in message and "\n" not in message
     assert sorted(p.name for p in out.iterdir()) == [".lock", "metrics.jsonl", "step_000002"]
-    monkeypatch.setattr(train, "write_weights", real)
+    monkeypatch.setattr(checkpoint, "write_weights", real)
     train.main([str(a) for a in train_args(model, d, out_dir=out, max_steps=4)])
     load = lambda run: load_file(str(run / "step_000004" / "model.safetensors"))
     assert all(torch.equal(a, b) for a, b in zip(load(full).values(), load(out).values()))

@@ -14,7 +14,10 @@ from safetensors.torch import load_file
 import model as M
 import sample
 import tiny
+import checkpoint
+import processes
 import train
+from common import read_settings
 from ratio import Bounds
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -240,19 +243,19 @@ def test_static_mixture_keeps_its_weights(setup, tmp_path):
 
 def test_killed_checkpoint_write_keeps_the_previous_one(setup, tmp_path, monkeypatch):
     out = tmp_path / "killed"
-    real, calls = train.write_weights, []
+    real, calls = checkpoint.write_weights, []
 
     def dies_second_time(*a, **k):
         calls.append(1)
         if len(calls) == 2:
             raise KeyboardInterrupt("killed while writing the checkpoint")
         return real(*a, **k)
-    monkeypatch.setattr(train, "write_weights", dies_second_time)
+    monkeypatch.setattr(checkpoint, "write_weights", dies_second_time)
     with pytest.raises(KeyboardInterrupt):
         train.main(args(setup, out))
-    assert [p.name for p in train.checkpoints(out)] == ["step_000003"]
+    assert [p.name for p in checkpoint.checkpoints(out)] == ["step_000003"]
     M.Transformer.from_pretrained(out / "step_000003")  # still loadable
-    monkeypatch.setattr(train, "write_weights", real)
+    monkeypatch.setattr(checkpoint, "write_weights", real)
     train.main(args(setup, out, resume=True))
     reference = tmp_path / "reference"
     train.main(args(setup, reference))
@@ -265,7 +268,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(setup, tmp_path, monk
     monkeypatch.setattr(train, "lr_at", lambda cfg, step: float("nan") if step == 4 else real(cfg, step))
     with pytest.raises(SystemExit, match=r"at step 5: stopping before the update.*step_000003"):
         train.main(args(setup, out))
-    assert [p.name for p in train.checkpoints(out)] == ["step_000003"]
+    assert [p.name for p in checkpoint.checkpoints(out)] == ["step_000003"]
     w = weights(out / "step_000003")
     assert all(torch.isfinite(t).all() for t in w.values())
 
@@ -314,29 +317,29 @@ def test_bounds_measured_with_other_sampling_are_refused(setup, tmp_path):
 def test_config_file_and_overrides(tmp_path):
     (tmp_path / "r.py").write_text('"""a recipe"""\nlr = 2e-5\nmax_steps = 10\nmixture = "static"\n'
                                    'activation_checkpointing = True\n')
-    cfg = train.load_config([str(tmp_path / "r.py"), "--max_steps=20", "--resume"])
+    cfg = read_settings(train.TrainConfig, [str(tmp_path / "r.py"), "--max_steps=20", "--resume"])
     assert (cfg.lr, cfg.max_steps, cfg.mixture, cfg.activation_checkpointing, cfg.resume) == \
         (2e-5, 20, "static", True, True)
     with pytest.raises(SystemExit, match="unknown setting 'learning_rate'"):
-        train.load_config(["--learning_rate=1"])
+        read_settings(train.TrainConfig, ["--learning_rate=1"])
     with pytest.raises(SystemExit, match="max_steps='ten' is not a int"):
-        train.load_config(["--max_steps=ten"])
+        read_settings(train.TrainConfig, ["--max_steps=ten"])
     (tmp_path / "bad.py").write_text("lr = 1e-5\nimport os\n")
     with pytest.raises(SystemExit, match="bad.py:2: a config file holds only"):
-        train.load_config([str(tmp_path / "bad.py")])
+        read_settings(train.TrainConfig, [str(tmp_path / "bad.py")])
     # base = "FILE": that file's lines first, then this file's; a loop or a base that is not a file name is refused
     (tmp_path / "big.py").write_text('"""r.py, longer"""\nbase = "r.py"\nmax_steps = 30\n')
-    cfg = train.load_config([str(tmp_path / "big.py")])
+    cfg = read_settings(train.TrainConfig, [str(tmp_path / "big.py")])
     assert (cfg.lr, cfg.max_steps, cfg.mixture) == (2e-5, 30, "static")
     (tmp_path / "loop.py").write_text('base = "loop.py"\n')
     with pytest.raises(SystemExit, match="loop.py: read again through its own base"):
-        train.load_config([str(tmp_path / "loop.py")])
+        read_settings(train.TrainConfig, [str(tmp_path / "loop.py")])
     (tmp_path / "number.py").write_text('base = 7\n')
     with pytest.raises(SystemExit, match="number.py:1: base names a config file"):
-        train.load_config([str(tmp_path / "number.py")])
+        read_settings(train.TrainConfig, [str(tmp_path / "number.py")])
     (tmp_path / "gone.py").write_text('base = "nowhere.py"\n')
     with pytest.raises(SystemExit, match="nowhere.py: no such config file"):
-        train.load_config([str(tmp_path / "gone.py")])
+        read_settings(train.TrainConfig, [str(tmp_path / "gone.py")])
 
 
 def test_plain_sft_on_one_set(setup, tmp_path):
@@ -352,7 +355,7 @@ def test_plain_sft_on_one_set(setup, tmp_path):
 def test_old_checkpoints_are_pruned(setup, tmp_path):
     out = tmp_path / "prune"
     train.main(args(setup, out, save_interval=2, keep_checkpoints=1))
-    assert [p.name for p in train.checkpoints(out)] == ["step_000006"]
+    assert [p.name for p in checkpoint.checkpoints(out)] == ["step_000006"]
     assert [p.name for p in out.iterdir() if p.name.startswith(".")] == [".lock"]  # no temporary directory left
 
 
@@ -392,7 +395,7 @@ def test_bf16_checkpoints_resume_exactly(setup, tmp_path):
     import shutil
     base = tmp_path / "bf16-model"
     M.Transformer.from_pretrained(setup / "model").save_pretrained(base, dtype=torch.bfloat16)
-    for f in train.tokenizer_files(setup / "model"):
+    for f in checkpoint.tokenizer_files(setup / "model"):
         shutil.copy2(f, base / f.name)
     full, split = tmp_path / "full", tmp_path / "split"
     train.main(args(setup, full, model=base))
@@ -417,12 +420,12 @@ def _load_shards(rank, world, store_path, model_dir, out):
     torch.set_num_threads(1)
     dist.init_process_group("gloo", store=dist.FileStore(str(store_path), world), rank=rank, world_size=world)
     requests = []
-    real = M.Weights.read
-    M.Weights.read = lambda self, key, dtype, device, rows=None: requests.append((key, rows)) or \
+    real = checkpoint.Weights.read
+    checkpoint.Weights.read = lambda self, key, dtype, device, rows=None: requests.append((key, rows)) or \
         real(self, key, dtype, device, rows)
-    proc = train.Processes(rank, world, torch.device("cpu"), torch.float32, True)
+    proc = processes.Processes(rank, world, torch.device("cpu"), torch.float32, True)
     model = train.build_model(train.TrainConfig(), Path(model_dir), None, proc)
-    full = {k: train.full(v) for k, v in model.state_dict().items()}  # collective
+    full = {k: processes.full(v) for k, v in model.state_dict().items()}  # collective
     if rank == 0:
         torch.save({"requests": requests, "full": full}, out)
     dist.destroy_process_group()
@@ -439,7 +442,7 @@ def test_each_process_reads_only_its_shard(setup, tmp_path):
     ref, config, expected = ours.state_dict(), ours.config, {}
     for name, shape in M.our_names(config).items():  # rank 0's half of the first dimension, nothing more: of a
         start, half = 0, -(-shape[0] // 2)           # fused tensor, the rows of each part that fall in that half
-        for hf, n in M.hf_parts(config, name):
+        for hf, n in checkpoint.hf_parts(config, name):
             expected[hf] = (0, half) if n is None else (0, min(max(half - start, 0), n))
             start += n or 0
     assert dict(got["requests"]) == expected and len(got["requests"]) == len(expected)
