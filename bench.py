@@ -23,6 +23,7 @@ import torch
 import torch.utils._python_dispatch
 
 sys.path.insert(0, str(Path(__file__).parent / "data"))
+import checkpoint  # noqa: E402
 import model as M  # noqa: E402
 from common import atomic_write  # noqa: E402
 import sample  # noqa: E402
@@ -74,7 +75,7 @@ def generation_setup(workdir: Path):
     """The bench model (a random Qwen2 with decisive logits), 128 short prompts, and their greedy outputs."""
     path = tiny.make_model(workdir / "gen", "qwen2", hidden=256, layers=4, heads=8, kv_heads=2, intermediate=512,
                            init_std=0.3, seed=0)
-    tok = sample.load_tokenizer(path)
+    tok = checkpoint.load_tokenizer(path)
     ours = M.Transformer.from_pretrained(path)
     prompts = [sample.prompt_ids(tok, f"{i * 37 % 101} * {i * 53 % 89} = ?") for i in range(128)]
     free = [o[0].tokens for o in sample.generate(ours, prompts, max_new_tokens=400, batch_size=32)]
@@ -312,7 +313,7 @@ def bench_train(workdir: Path):
     import multiprocessing
     path = tiny.make_model(workdir / "train", "qwen2", hidden=256, layers=4, heads=8, kv_heads=2, intermediate=512,
                            context=4096, seed=0)
-    tok = sample.load_tokenizer(path)
+    tok = checkpoint.load_tokenizer(path)
     rng = torch.Generator().manual_seed(0)
     # long-tailed response lengths, like CoT traces: most short, a few very long
     lengths = torch.distributions.LogNormal(4.5, 0.9).sample((256,)).clamp(10, 1500).long().tolist()
@@ -425,7 +426,7 @@ def gpu_fsdp_steps(path, device, steps=2):
     for sharded in (False, True):  # (FSDP2 needs a process group: the caller holds a group_of_one)
         model = M.Transformer.from_pretrained(path, dtype=torch.float32, device=device).train()
         if sharded:
-            train.shard(model, torch.float32)
+            processes.shard(model, torch.float32)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
         run = []
         for _ in range(steps):
@@ -477,6 +478,7 @@ def gpu_training(path, device, tokens):
     """Training MFU of our step (FSDP2 in a group of one, bf16, flash-attn) and of transformers' model on the same
     8k-token batch; and our measured peak memory against the plan."""
     import plan
+    import processes
     import train
     from transformers import AutoModelForCausalLM
     g = torch.Generator().manual_seed(4)
@@ -492,7 +494,7 @@ def gpu_training(path, device, tokens):
         if side == "ours":
             model = M.Transformer.from_pretrained(path, dtype=torch.float32, device=device).train()
             model.gradient_checkpointing = True
-            train.shard(model, torch.bfloat16)
+            processes.shard(model, torch.bfloat16)
             plans = train.split_and_pack(examples, 1, tokens)
         else:
             model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16).to(device).train()

@@ -8,6 +8,7 @@ subdirectory so that vLLM, which loads every top-level *.safetensors, sees only 
 written beside its place and renamed into it: a killed process leaves the old one or the new one.
 """
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from common import atomic_write, usual_mode, write_failed
+from common import atomic_write, jsonl_text, usual_mode, write_failed
 from processes import Processes, barrier, full, local
 
 # -----------------------------------------------------------------------------
@@ -75,6 +76,34 @@ def read_config(path: Path) -> dict:
         return json.loads(f.read_text())
     except json.JSONDecodeError as e:
         raise ValueError(f"{f}: line {e.lineno}: not valid JSON ({e.msg}); re-download the checkpoint") from None
+
+
+def load_tokenizer(path):
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: no such model directory")
+    if not (path / "tokenizer.json").is_file() and not (path / "tokenizer_config.json").is_file():
+        raise FileNotFoundError(f"{path}: no tokenizer.json or tokenizer_config.json; a model directory "
+                                f"needs its tokenizer files (copy them from the base model)")
+    # tokenizer.json defines the tokenization completely; AutoTokenizer would instead pick a class from the
+    # model's config.json (Qwen2Tokenizer), which re-derives its pre-tokenizer and can change what it encodes
+    load = PreTrainedTokenizerFast if (path / "tokenizer.json").is_file() else AutoTokenizer
+    for name in ("tokenizer.json", "tokenizer_config.json"):  # a damaged file is named, not a traceback
+        try:
+            if (path / name).is_file():
+                json.loads((path / name).read_text())
+        except ValueError as e:
+            raise ValueError(f"{path / name}: damaged ({e}); copy the tokenizer files from the base model "
+                             f"again") from None
+    try:
+        tok = load.from_pretrained(str(path))
+    except Exception as e:  # whatever else transformers finds wrong with the files
+        raise ValueError(f"{path}: cannot load its tokenizer ({type(e).__name__}: {e}); copy the tokenizer files "
+                         f"from the base model again") from None
+    if tok.chat_template is None:
+        raise ValueError(f"{path}: the tokenizer has no chat template (tokenizer_config.json 'chat_template')")
+    return tok
 
 
 def model_files(path: Path) -> dict:
@@ -265,7 +294,7 @@ def save_checkpoint(model, opt, cfg, state: dict, out_dir: Path, step: int, chos
     if proc.rank == 0:
         # prune this run's checkpoints (never another's): keep the latest few, and the one the rule prefers so far
         mine = [c for c in checkpoints(out_dir)
-                if (read_state(c) or {}).get("run_id", "before-run-ids") == state["run_id"]]
+                if (read_state(c) or {}).get("run_id") == state["run_id"]]
         for old in mine[:-cfg.keep_checkpoints]:
             if old.name != f"step_{chosen_step or 0:06d}":
                 shutil.rmtree(old)
@@ -337,7 +366,7 @@ def read_state(ckpt: Path) -> dict | None:
         state = json.loads((ckpt / "train_state" / "state.json").read_text())
     except (OSError, ValueError):
         return None
-    keys = {"step": int, "config": dict, "mixture": dict, "metrics": list, "world_size": int}
+    keys = {"step": int, "config": dict, "mixture": dict, "metrics": list, "world_size": int, "run_id": str}
     return state if isinstance(state, dict) and all(isinstance(state.get(k), t) for k, t in keys.items()) else None
 
 
@@ -371,7 +400,7 @@ def resume_point(cfg, out_dir: Path, proc: Processes, log):
     except (OSError, ValueError) as e:
         raise SystemExit(f"error: {e}; or move {ckpt} away to resume from the checkpoint before it") from None
     if not master.exists():
-        # float32 model weights are the master weights (and checkpoints of nanoTLDR before bf16 checkpoints)
+        # float32 model weights are the master weights
         if weights_dtype != torch.float32:
             raise SystemExit(f"{ckpt}: no float32 master weights ({master.name}) beside the rounded model weights; "
                              f"this checkpoint cannot be resumed exactly (start a new run from it with model={ckpt})")
@@ -382,3 +411,28 @@ def resume_point(cfg, out_dir: Path, proc: Processes, log):
         log(f"warning: resuming with changed settings (saved, now): {changed}")
     log(f"resuming from {ckpt} (step {state['step']})")
     return ckpt, state, master
+
+
+class MetricsLog:
+    """metrics.jsonl (a line per step and per dev evaluation, appended as they come) and, optionally, wandb."""
+
+    def __init__(self, cfg, out_dir: Path, rows: list, master: bool):
+        self.rows, self.path, self.master, self.wandb = rows, out_dir / "metrics.jsonl", master, None
+        if master:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write(self.path, jsonl_text(rows))  # a resumed run: what its checkpoint had seen
+            if cfg.wandb_project:
+                import wandb
+                self.wandb = wandb
+                wandb.init(project=cfg.wandb_project, name=out_dir.name, config=dataclasses.asdict(cfg))
+
+    def record(self, row: dict):
+        self.rows.append(row)
+        if self.master:
+            try:
+                with open(self.path, "a") as f:
+                    f.write(json.dumps(row) + "\n")
+            except OSError as e:  # the checkpoint holds the metrics up to its step: a resume rewrites the file
+                raise write_failed(self.path, e, "run again with --resume") from None
+            if self.wandb:
+                self.wandb.log(row, step=row["step"])

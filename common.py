@@ -216,6 +216,18 @@ def exclusive(path, what: str):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def example_error(row: dict) -> str | None:
+    """What is wrong with a line of a training set ({"problem", "response"} or chat {"messages"}), or None."""
+    if "messages" in row:
+        turns = row["messages"] if isinstance(row["messages"], list) else []
+        if not all(isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+                   for m in turns) or not {"user", "assistant"} <= {m["role"] for m in turns}:
+            return "'messages' must be a list of {'role', 'content'} strings with a user and an assistant turn"
+    elif not ("problem" in row and "response" in row):
+        return "missing field(s): each line needs problem and response (or messages)"
+    return None
+
+
 def jsonl_text(rows, ensure_ascii=True) -> str:
     """Rows as JSON Lines text, one object per line, each line ending in a newline."""
     return "".join(json.dumps(r, ensure_ascii=ensure_ascii) + "\n" for r in rows)

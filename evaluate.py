@@ -300,7 +300,7 @@ def run_evaluation(args):
     from common import atomic_write, jsonl_text
     from outputs import sample_file
     from processes import start_processes
-    from checkpoint import model_path
+    from checkpoint import load_tokenizer, model_path
     from model import Transformer, attention_summary
 
     try:
@@ -313,7 +313,7 @@ def run_evaluation(args):
     rank, _, device = start_processes()  # under torchrun every process answers its share of each benchmark
     dtype = args.dtype or ("bfloat16" if device.type == "cuda" else "float32")
     try:
-        tok = sample.load_tokenizer(args.model)
+        tok = load_tokenizer(args.model)
         model = Transformer.from_pretrained(args.model, dtype=getattr(torch, dtype), device=device)
     except (OSError, ValueError) as e:
         sys.exit(f"error: {e}")

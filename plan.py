@@ -20,6 +20,8 @@ from common import read_settings
 from model import Config, KVCache, Transformer
 from processes import compute_dtype
 
+# config.json of the two recipe models (deepseek-ai/DeepSeek-R1-Distill-Qwen-7B and -14B on the Hub): a plan
+# without a download
 RECIPE_MODELS = {
     "DeepSeek-R1-Distill-Qwen-7B": dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
                                         num_attention_heads=28, num_key_value_heads=4),
@@ -44,7 +46,7 @@ def plan_config(model_dir: str) -> Config:
     if path.name in RECIPE_MODELS:
         return Config.from_hf({"architectures": ["Qwen2ForCausalLM"], "vocab_size": 152064, "rms_norm_eps": 1e-6,
                                "max_position_embeddings": 131072, **RECIPE_MODELS[path.name]})
-    raise SystemExit(f"--plan: {model_dir} has no config.json and is not one of {', '.join(RECIPE_MODELS)}; "
+    raise SystemExit(f"plan: {model_dir} has no config.json and is not one of {', '.join(RECIPE_MODELS)}; "
                      f"set model= to a model directory (only its config.json is read)")
 
 

@@ -94,6 +94,25 @@ def local(t: torch.Tensor) -> torch.Tensor:
     return t.to_local() if hasattr(t, "to_local") else t
 
 
+def shard(model, dtype):
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+    mp = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32)
+    for block in model.model.layers:
+        fully_shard(block, mp_policy=mp)
+    fully_shard(model, mp_policy=mp)
+    # sum the gradients over processes, in every sharded module: the loss is already divided by the global
+    # token count (and gloo's AVG reduce-scatter has summed instead of averaged in some torch versions)
+    for module in [*model.model.layers, model]:
+        module.set_gradient_divide_factor(1.0)
+        module.set_force_sum_reduction_for_comms(True)
+
+
+def shard_rows(n: int, rank: int, world: int) -> tuple[int, int]:
+    """The rows of a dimension of n that FSDP2 gives to `rank` (torch.chunk's split: ceil(n / world) each)."""
+    size = -(-n // world)
+    return min(rank * size, n), min((rank + 1) * size, n)
+
+
 @contextlib.contextmanager
 def run_lock(path, what: str):
     """Rank 0 holds the lock file `path` (common.exclusive) while the block runs; when another run holds it, every

@@ -28,18 +28,16 @@ import gc
 import hashlib
 import heapq
 import itertools
-import json
 import sys
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
 from common import PROBLEM_TYPES, ArgumentParser, check_settings, read_jsonl
-from checkpoint import model_path
+from checkpoint import load_tokenizer, model_path
 from model import CacheIndex, KVCache, Transformer, attention_summary
 from processes import start_processes
 
@@ -49,34 +47,6 @@ INSTRUCTION = "Please reason step by step, and put your final answer within \\bo
 
 # -----------------------------------------------------------------------------
 # prompts, in the R1 chat format (shared with train.py so training and testing see the same text)
-
-def load_tokenizer(path):
-    from transformers import AutoTokenizer, PreTrainedTokenizerFast
-    path = Path(path)
-    if not path.is_dir():
-        raise FileNotFoundError(f"{path}: no such model directory")
-    if not (path / "tokenizer.json").is_file() and not (path / "tokenizer_config.json").is_file():
-        raise FileNotFoundError(f"{path}: no tokenizer.json or tokenizer_config.json; a model directory "
-                                f"needs its tokenizer files (copy them from the base model)")
-    # tokenizer.json defines the tokenization completely; AutoTokenizer would instead pick a class from the
-    # model's config.json (Qwen2Tokenizer), which re-derives its pre-tokenizer and can change what it encodes
-    load = PreTrainedTokenizerFast if (path / "tokenizer.json").is_file() else AutoTokenizer
-    for name in ("tokenizer.json", "tokenizer_config.json"):  # a damaged file is named, not a traceback
-        try:
-            if (path / name).is_file():
-                json.loads((path / name).read_text())
-        except ValueError as e:
-            raise ValueError(f"{path / name}: damaged ({e}); copy the tokenizer files from the base model "
-                             f"again") from None
-    try:
-        tok = load.from_pretrained(str(path))
-    except Exception as e:  # whatever else transformers finds wrong with the files
-        raise ValueError(f"{path}: cannot load its tokenizer ({type(e).__name__}: {e}); copy the tokenizer files "
-                         f"from the base model again") from None
-    if tok.chat_template is None:
-        raise ValueError(f"{path}: the tokenizer has no chat template (tokenizer_config.json 'chat_template')")
-    return tok
-
 
 def prompt_text(tok, problem: str, template: str | None = None) -> str:
     """A problem as the model's prompt. template=None: the R1 prompt (the problem, then DeepSeek's instruction;

@@ -36,15 +36,16 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from checkpoint import Weights, checkpoints, load_optimizer, model_path, read_config, resume_point, save_checkpoint, \
-    shard_file
-from common import (FRACTION, PROBLEM_TYPES, RULES, TEXT, above, at_least, atomic_write, between, jsonl_text,
-                    read_jsonl, read_settings, setting, write_failed)
+from checkpoint import (MetricsLog, Weights, checkpoints, load_optimizer, load_tokenizer, model_path, read_config,
+                        resume_point, save_checkpoint, shard_file)
+from common import (FRACTION, PROBLEM_TYPES, RULES, TEXT, above, at_least, atomic_write, between, example_error,
+                    read_jsonl, read_settings, setting)
 from model import Config, Transformer, attention_summary, rope_inv_freq, weight_shapes
 from plan import check_plan, dev_cache_bytes
-from processes import Processes, all_gather_lists, all_sum, full, local, run_lock, training_processes
+from processes import (Processes, all_gather_lists, all_sum, full, local, run_lock, shard, shard_rows,
+                       training_processes)
 from ratio import Bounds, Mixture
-from sample import example_ids, generate, load_tokenizer, prompt_ids, release_engine, stop_ids
+from sample import example_ids, generate, prompt_ids, release_engine, stop_ids
 
 
 @dataclass
@@ -104,20 +105,10 @@ class TrainConfig:
 
 def load_examples(path, tok, max_len, name):
     """Tokenized (ids, prompt_length) pairs, rendered exactly as sample.py renders prompts at test time."""
-    def check(row):
-        if "messages" in row:
-            turns = row["messages"] if isinstance(row["messages"], list) else []
-            if not all(isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
-                       for m in turns) or not {"user", "assistant"} <= {m["role"] for m in turns}:
-                return "'messages' must be a list of {'role', 'content'} strings with a user and an assistant turn"
-        elif not ("problem" in row and "response" in row):
-            return "missing field(s): each line needs problem and response (or messages)"
-        return None
-
     if not path:
         raise SystemExit(f"no {name} data: set {name}=PATH (JSON Lines)")
     try:
-        rows = read_jsonl(path, required=(), types={"problem": TEXT, "response": TEXT}, check=check)
+        rows = read_jsonl(path, required=(), types={"problem": TEXT, "response": TEXT}, check=example_error)
     except (OSError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None
     examples, too_long = [], 0
@@ -218,25 +209,6 @@ def completion_tokens(example):
 # -----------------------------------------------------------------------------
 # the model: built, sharded and loaded so that no process ever holds more than its shard and one tensor
 
-def shard(model, dtype):
-    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
-    mp = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32)
-    for block in model.model.layers:
-        fully_shard(block, mp_policy=mp)
-    fully_shard(model, mp_policy=mp)
-    # sum the gradients over processes, in every sharded module: the loss is already divided by the global
-    # token count (and gloo's AVG reduce-scatter has summed instead of averaged in some torch versions)
-    for module in [*model.model.layers, model]:
-        module.set_gradient_divide_factor(1.0)
-        module.set_force_sum_reduction_for_comms(True)
-
-
-def shard_rows(n: int, rank: int, world: int) -> tuple[int, int]:
-    """The rows of a dimension of n that FSDP2 gives to `rank` (torch.chunk's split: ceil(n / world) each)."""
-    size = -(-n // world)
-    return min(rank * size, n), min((rank + 1) * size, n)
-
-
 def build_model(cfg, source: Path, master: Path | None, proc: Processes):
     """The model to train with float32 master weights. source: a model directory; master: the master-weight
     file of this process in a checkpoint being resumed (exact), else the weights of `source` are read.
@@ -316,13 +288,7 @@ def choose(evals: list[dict], long_acc: float):
 
 
 # -----------------------------------------------------------------------------
-# the memory plan: what one process holds at the peak of each phase, from the shapes alone (no GPU, no weights).
-# Each term names the tensors it counts; tests/test_plan.py checks the totals against the peaks that torch's
-# MemTracker measures on CPU runs of small models (one process, and FSDP2 over two).
-
-# config.json of the two recipe models (deepseek-ai/DeepSeek-R1-Distill-Qwen-7B and -14B on the Hub), for --plan
-# without a download
-# -----------------------------------------------------------------------------
+# the lr schedule, and the checks of a configuration that no single setting's rule can make
 
 def lr_at(cfg, step):
     """The lr of optimizer step `step` (1, 2, ...): Hugging Face's schedule at its step - 1, as the official runs
@@ -399,31 +365,6 @@ def load_data(cfg) -> RunData:
     examples = {k: [] if cfg.mixture == "static" and weights[k - 1] == 0 and not path else
                 load_examples(path, tok, cfg.max_len, f"system{k}") for k, path in ((1, cfg.system1), (2, cfg.system2))}
     return RunData(tok, bounds, dev_rows, [prompt_ids(tok, r["problem"]) for r in dev_rows], examples)
-
-
-class MetricsLog:
-    """metrics.jsonl (a line per step and per dev evaluation, appended as they come) and, optionally, wandb."""
-
-    def __init__(self, cfg, out_dir: Path, rows: list, master: bool):
-        self.rows, self.path, self.master, self.wandb = rows, out_dir / "metrics.jsonl", master, None
-        if master:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write(self.path, jsonl_text(rows))  # a resumed run: what its checkpoint had seen
-            if cfg.wandb_project:
-                import wandb
-                self.wandb = wandb
-                wandb.init(project=cfg.wandb_project, name=out_dir.name, config=dataclasses.asdict(cfg))
-
-    def record(self, row: dict):
-        self.rows.append(row)
-        if self.master:
-            try:
-                with open(self.path, "a") as f:
-                    f.write(json.dumps(row) + "\n")
-            except OSError as e:  # the checkpoint holds the metrics up to its step: a resume rewrites the file
-                raise write_failed(self.path, e, "run again with --resume") from None
-            if self.wandb:
-                self.wandb.log(row, step=row["step"])
 
 
 def train_step(step, cfg, model, opt, mixture, data: RunData, proc: Processes, out_dir: Path) -> dict:
@@ -512,7 +453,6 @@ def train(cfg, proc: Processes, log):
     ckpt, state, master_file = resume_point(cfg, out_dir, proc, log)
     # a run's id (kept by a resumed run) marks its checkpoints: pruning (rank 0's) only ever removes its own
     start, state = (state["step"], state) if state else (0, {"metrics": [], "run_id": uuid.uuid4().hex})
-    state.setdefault("run_id", "before-run-ids")  # a checkpoint written before run ids
     if ckpt:
         mixture.load_state_dict(state["mixture"])
     model = build_model(cfg, Path(ckpt or cfg.model), master_file, proc)

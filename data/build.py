@@ -34,12 +34,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import PROBLEM_TYPES, ArgumentParser, atomic_write, check_settings, jsonl_text, read_jsonl  # noqa: E402
 from grade import grade_responses  # noqa: E402
-from checkpoint import model_path  # noqa: E402
+from checkpoint import load_tokenizer, model_path  # noqa: E402
 from model import Transformer, attention_summary  # noqa: E402
 from ratio import Bounds  # noqa: E402
 from processes import rank_and_world, start_processes  # noqa: E402
 from outputs import sample_file  # noqa: E402
-from sample import load_tokenizer, release_engine  # noqa: E402
+from sample import release_engine  # noqa: E402
 
 
 def sample_and_grade(model_dir, problems, samples_path, args, n):

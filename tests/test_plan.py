@@ -10,6 +10,7 @@ import torch
 
 import model as M
 import plan
+import processes
 import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,7 +34,7 @@ def measured_peak(cfg, world, rank, dtype, sharded):
     model = M.Transformer(config)
     model.inv_freq = M.rope_inv_freq(config)
     if sharded:
-        train.shard(model, dtype)
+        processes.shard(model, dtype)
     model.train().gradient_checkpointing = cfg.activation_checkpointing
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     # a step of two full rows per process: the second row runs while the first one's gradients are kept

@@ -6,6 +6,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
+import checkpoint
 import model as M
 import sample
 
@@ -15,7 +16,7 @@ PROBLEMS = ["What is 2+2?", "Compute the sum of all primes below 20, then double
 @pytest.fixture(scope="module")
 def qwen2(tiny_models):
     path = tiny_models["qwen2"]
-    return M.Transformer.from_pretrained(path), sample.load_tokenizer(path), path
+    return M.Transformer.from_pretrained(path), checkpoint.load_tokenizer(path), path
 
 
 def test_prompt_is_r1_format_with_a_single_bos(qwen2):
@@ -59,7 +60,7 @@ def test_prompt_instruction_from_the_tokenizer_config(tmp_path):
     tok = tiny.make_tokenizer(None)
     tok.init_kwargs["prompt_instruction"] = ""
     tok.save_pretrained(tmp_path)
-    tok = sample.load_tokenizer(tmp_path)
+    tok = checkpoint.load_tokenizer(tmp_path)
     assert sample.prompt_text(tok, "What is 2+2?") == "<｜begin▁of▁sentence｜><｜User｜>What is 2+2?<｜Assistant｜><think>\n"
     tok.init_kwargs["prompt_instruction"] = "Answer in a box."
     assert "What is 2+2?\nAnswer in a box.<｜Assistant｜>" in sample.prompt_text(tok, "What is 2+2?")
@@ -70,7 +71,7 @@ def test_prompt_instruction_from_the_tokenizer_config(tmp_path):
 @torch.no_grad()
 def test_greedy_batch_equals_transformers_generate(tiny_models, family):
     path = tiny_models[family]
-    ours, tok = M.Transformer.from_pretrained(path), sample.load_tokenizer(path)
+    ours, tok = M.Transformer.from_pretrained(path), checkpoint.load_tokenizer(path)
     prompts = [sample.prompt_ids(tok, p) for p in PROBLEMS]
     free = sample.generate(ours, prompts, max_new_tokens=40)
     stop = free[0][0].tokens[6]  # a token the model really emits: rows stop at different steps, or run to the limit
@@ -204,7 +205,7 @@ def test_a_char_level_tokenizer_in_a_model_directory_loads_as_saved(tmp_path):
     tok = tiny.make_tokenizer("0123456789+-=? Whatis\n")
     tok.save_pretrained(tmp_path / "tok")
     tiny.make_model(tmp_path / "model", "qwen2", tokenizer=tok, hidden=32, layers=1)
-    a, b = sample.load_tokenizer(tmp_path / "tok"), sample.load_tokenizer(tmp_path / "model")
+    a, b = checkpoint.load_tokenizer(tmp_path / "tok"), checkpoint.load_tokenizer(tmp_path / "model")
     assert len(a) == len(b) == len(tok)
     assert sample.prompt_ids(a, "What is 7-3?") == sample.prompt_ids(b, "What is 7-3?")
 
@@ -351,7 +352,7 @@ def test_two_benchmarks_and_two_models_in_one_process_under_the_caching_allocato
     gib = CachingAllocator.GB
     gpu = CachingAllocator(80 * gib)
     gpu.install(monkeypatch)
-    tok = sample.load_tokenizer(tiny_models["qwen2"])
+    tok = checkpoint.load_tokenizer(tiny_models["qwen2"])
     prompts = [[sample.prompt_ids(tok, p) for p in PROBLEMS], [sample.prompt_ids(tok, p + " Twice.") for p in PROBLEMS]]
 
     def load(family):

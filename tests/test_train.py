@@ -71,7 +71,7 @@ def grads(model, rows, n_target):
 
 
 def test_loss_is_completion_only(setup):
-    tok = sample.load_tokenizer(setup / "model")
+    tok = checkpoint.load_tokenizer(setup / "model")
     examples = train.load_examples(setup / "s2.jsonl", tok, 400, "system2")[:3]
     ids, pos, tgt, _ = train.make_row(examples, "cpu")
     m = M.Transformer.from_pretrained(setup / "model")
@@ -89,7 +89,7 @@ def test_loss_is_completion_only(setup):
 
 
 def test_accumulation_and_checkpointing_give_equal_gradients(setup):
-    tok = sample.load_tokenizer(setup / "model")
+    tok = checkpoint.load_tokenizer(setup / "model")
     examples = train.load_examples(setup / "s2.jsonl", tok, 400, "system2")[:8]
     n_target = sum(train.completion_tokens(e) for e in examples)
     m = M.Transformer.from_pretrained(setup / "model").train()
@@ -119,7 +119,7 @@ def test_loss_norm_weighs_examples_as_the_official_runs(setup, loss_norm, group)
     """sequence: the mean of the examples' own mean-token-loss gradients (the official 7B objective); group: the
     mean over groups of 4 of each group's token mean (14B); token: the summed loss over the batch's completion
     tokens. The same whether the batch is one row or four."""
-    tok = sample.load_tokenizer(setup / "model")
+    tok = checkpoint.load_tokenizer(setup / "model")
     examples = train.load_examples(setup / "s2.jsonl", tok, 400, "system2")[:8]
     assert len({train.completion_tokens(e) for e in examples}) > 4  # lengths differ: the norms differ
     m = M.Transformer.from_pretrained(setup / "model").train()
@@ -213,8 +213,8 @@ def test_resume_is_exact(setup, tmp_path):
     # tokenizer and chat template
     from transformers import AutoModelForCausalLM
     AutoModelForCausalLM.from_pretrained(full / "step_000006")
-    assert sample.prompt_ids(sample.load_tokenizer(full / "step_000006"), "1+1") == \
-        sample.prompt_ids(sample.load_tokenizer(setup / "model"), "1+1")
+    assert sample.prompt_ids(checkpoint.load_tokenizer(full / "step_000006"), "1+1") == \
+        sample.prompt_ids(checkpoint.load_tokenizer(setup / "model"), "1+1")
 
 
 def test_mixture_follows_the_rule(setup, tmp_path):
@@ -274,7 +274,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(setup, tmp_path, monk
 
 
 def test_over_length_examples_are_skipped_and_counted(setup, tmp_path, capsys):
-    tok = sample.load_tokenizer(setup / "model")
+    tok = checkpoint.load_tokenizer(setup / "model")
     kept = train.load_examples(setup / "s2.jsonl", tok, 120, "system2")
     assert 0 < len(kept) < 40 and all(len(ids) <= 120 for ids, _ in kept)
     assert f"skipped {40 - len(kept)} of 40 examples longer than max_len=120" in capsys.readouterr().out
@@ -294,7 +294,7 @@ def test_bad_training_data_names_file_and_line(setup, tmp_path, text, message):
 
 
 def test_chat_messages_format_renders_like_problem_response(setup, tmp_path):
-    tok = sample.load_tokenizer(setup / "model")
+    tok = checkpoint.load_tokenizer(setup / "model")
     write_jsonl(tmp_path / "chat.jsonl", [{"messages": [{"role": "user", "content": "1+1"},
                                                         {"role": "assistant", "content": "</think>\n\n\\boxed{2}"}]}])
     write_jsonl(tmp_path / "plain.jsonl", [{"problem": "1+1", "response": "</think>\n\n\\boxed{2}"}])
