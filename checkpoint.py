@@ -171,8 +171,12 @@ class Weights:
             if n is None:
                 return self.read(hf, dtype, device, rows)
             a, b = min(max(lo - start, 0), n), min(max(hi - start, 0), n)  # this part's rows within [lo, hi)
-            parts.append(self.read(hf, dtype, device, None if rows is None else (a, b)))
+            if a < b:  # (a part outside the rows is not read at all)
+                parts.append(self.read(hf, dtype, device, None if rows is None else (a, b)))
             start += n
+        if not parts:  # no rows here: FSDP2 gives a process an empty shard when the rows run out
+            shape = self.files[self.file_of[hf]].get_slice(hf).get_shape()
+            return torch.empty((0, *shape[1:]), dtype=dtype, device=device)
         return torch.cat(parts)
 
     def read(self, key, dtype, device, rows=None) -> torch.Tensor:

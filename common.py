@@ -39,21 +39,26 @@ class ArgumentParser(argparse.ArgumentParser):
         return super().parse_args(args, namespace)
 
 
+# a rule: (test, what it says when a value fails it)
 def at_least(low):
-    return lambda x: x >= low, f"at least {low}"
+    return lambda x: x >= low, f"must be at least {low}"
 
 
 def above(low):
-    return lambda x: x > low, f"more than {low}"
+    return lambda x: x > low, f"must be more than {low}"
 
 
 def between(low, high, high_open=False):
     if high_open:
-        return lambda x: low <= x < high, f"at least {low} and less than {high}"
-    return lambda x: low <= x <= high, f"between {low} and {high}"
+        return lambda x: low <= x < high, f"must be at least {low} and less than {high}"
+    return lambda x: low <= x <= high, f"must be between {low} and {high}"
 
 
-FRACTION = (lambda x: 0 < x <= 1, "more than 0 and at most 1")
+def one_of(*choices):
+    return lambda x: x in choices, f"use {', '.join(choices[:-1])} or {choices[-1]}"
+
+
+FRACTION = (lambda x: 0 < x <= 1, "must be more than 0 and at most 1")
 
 # the settings several scripts share (sample.py, data/build.py, evaluate.py, grade.py, train.py's dev_*)
 RULES = {
@@ -68,10 +73,10 @@ def check_settings(values: dict, rules: dict = RULES):
     problems = []
     for name, (ok, allowed) in rules.items():
         value = values.get(name)
-        if value is None or isinstance(value, (str, bool)):
+        if value is None or isinstance(value, bool):
             continue
-        if not math.isfinite(value) or not ok(value):
-            problems.append(f"{name}={value!r}: must be {allowed}")
+        if isinstance(value, float) and not math.isfinite(value) or not ok(value):
+            problems.append(f"{name}={value!r}: {allowed}")
     if problems:
         raise SystemExit("error: bad setting(s):\n  " + "\n  ".join(problems))
 

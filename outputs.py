@@ -4,6 +4,7 @@ a part file of its own, a line appended as each completion finishes, and rank 0 
 in the input's order. A rerun skips the (id, sample) pairs done in the output or in any part file, whatever the
 number of processes that made them; the output is the same bytes for any number of processes. Beside the output,
 OUT.settings.json says how its completions were made (model, settings, prompt): a rerun made otherwise is refused.
+The command line of sample.py is here too (sample.py's docstring shows it).
 
     rows = sample_file(model, tok, [{"id": 0, "problem": "What is 7 * 8?"}], "out/x.jsonl", n=4, max_new_tokens=512)
 """
@@ -14,8 +15,15 @@ import os
 import sys
 from pathlib import Path
 
-from common import ID, TEXT, atomic_write, read_jsonl, row_type_error, write_failed
-from processes import barrier, rank_and_world, run_lock
+import torch
+import torch.distributed as dist
+
+import sample
+from checkpoint import load_tokenizer, model_path
+from common import ID, PROBLEM_TYPES, TEXT, ArgumentParser, atomic_write, check_settings, read_jsonl, row_type_error, \
+    write_failed
+from model import Transformer, attention_summary
+from processes import barrier, rank_and_world, run_lock, start_processes
 from sample import INSTRUCTION, Completion, generate, prompt_ids, stop_ids
 
 OUTPUT_TYPES = {"id": ID, "sample": int, "response": TEXT, "tokens": int, "finish": TEXT}  # a line of an output
@@ -168,3 +176,62 @@ def sample_into(model, tok, rows, out_path: Path, n, progress, template, setting
         merge_parts(out_path, rows)
     barrier()
     return read_jsonl(out_path, required=("id", "sample", "response"), types=OUTPUT_TYPES)
+
+
+# -----------------------------------------------------------------------------
+# the command line of sample.py (python sample.py --help)
+
+def main(argv=None):
+    p = ArgumentParser(description=sample.__doc__.split("\n\n")[0])
+    p.add_argument("--model", required=True, help="model directory (config.json, *.safetensors, tokenizer), the "
+                   "chosen.json of a training run, or a run's folder (its latest checkpoint)")
+    p.add_argument("--prompt", help="one problem, printed with its completion(s)")
+    p.add_argument("--prompts", help="JSON Lines file, one {'id', 'problem'} per line")
+    p.add_argument("--out", help="JSON Lines output for --prompts (appended; a rerun resumes)")
+    p.add_argument("--samples", type=int, default=1, help="samples per prompt")
+    p.add_argument("--temperature", type=float, default=0.6)
+    p.add_argument("--top_p", type=float, default=0.95)
+    p.add_argument("--top_k", type=int, default=0)
+    p.add_argument("--max_new_tokens", type=int, default=32768)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch_size", type=int, default=32, help="KV-cache slots (sequences decoded at once)")
+    p.add_argument("--dtype", default="bfloat16" if torch.cuda.is_available() else "float32")
+    args = p.parse_args(argv)
+    check_settings(vars(args))
+    if bool(args.prompt) == bool(args.prompts) or bool(args.prompts) != bool(args.out):
+        p.error("give either --prompt TEXT, or --prompts FILE with --out FILE")
+    rank, _, device = start_processes()  # under torchrun (--prompts): every process answers its share
+    try:
+        rows = args.prompts and read_jsonl(args.prompts, required=("problem",), types=PROBLEM_TYPES, unique="id")
+        model_dir = model_path(args.model)
+        tok = load_tokenizer(model_dir)
+        model = Transformer.from_pretrained(model_dir, dtype=getattr(torch, args.dtype), device=device)
+    except (OSError, ValueError) as e:
+        sys.exit(f"error: {e}")
+    if rank == 0:
+        print(attention_summary(device, model.lm_head.weight.dtype), file=sys.stderr)
+    settings = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
+                    top_k=args.top_k, seed=args.seed, batch_size=args.batch_size)
+    if args.prompt:
+        ids = prompt_ids(tok, args.prompt)
+        if len(ids) >= model.config.max_position_embeddings:
+            sys.exit(f"error: the prompt has {len(ids)} tokens, more than the model's context "
+                     f"({model.config.max_position_embeddings})")
+        for j, c in enumerate(generate(model, [ids], n=args.samples, stop_ids=stop_ids(tok), **settings)[0]):
+            text = tok.decode(c.tokens, skip_special_tokens=True)
+            print(f"--- sample {j} ({len(c.tokens)} tokens, {c.finish})\n{text}")
+        return
+    for k, row in enumerate(rows):
+        row.setdefault("id", k)  # a prompts file without ids is keyed by line order
+    try:
+        out = sample_file(model, tok, rows, args.out, n=args.samples, **settings)
+    except ValueError as e:
+        sys.exit(f"error: {e}")
+    if rank == 0:
+        print(f"sample: {len(out)} completions in {args.out}")
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()

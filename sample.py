@@ -34,12 +34,8 @@ from collections import deque
 from dataclasses import dataclass, field
 
 import torch
-import torch.distributed as dist
 
-from common import PROBLEM_TYPES, ArgumentParser, check_settings, read_jsonl
-from checkpoint import load_tokenizer, model_path
-from model import CacheIndex, KVCache, Transformer, attention_summary
-from processes import start_processes
+from model import CacheIndex, KVCache, Transformer
 
 # DeepSeek's recommended instruction for math; the user turn carries it, the answer starts with "<think>\n".
 INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
@@ -471,58 +467,6 @@ def generate(model: Transformer, prompts: list[list[int]], max_new_tokens: int, 
     return outs
 
 
-def main(argv=None):
-    p = ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", required=True, help="model directory (config.json, *.safetensors, tokenizer), the "
-                   "chosen.json of a training run, or a run's folder (its latest checkpoint)")
-    p.add_argument("--prompt", help="one problem, printed with its completion(s)")
-    p.add_argument("--prompts", help="JSON Lines file, one {'id', 'problem'} per line")
-    p.add_argument("--out", help="JSON Lines output for --prompts (appended; a rerun resumes)")
-    p.add_argument("--samples", type=int, default=1, help="samples per prompt")
-    p.add_argument("--temperature", type=float, default=0.6)
-    p.add_argument("--top_p", type=float, default=0.95)
-    p.add_argument("--top_k", type=int, default=0)
-    p.add_argument("--max_new_tokens", type=int, default=32768)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch_size", type=int, default=32, help="KV-cache slots (sequences decoded at once)")
-    p.add_argument("--dtype", default="bfloat16" if torch.cuda.is_available() else "float32")
-    args = p.parse_args(argv)
-    check_settings(vars(args))
-    if bool(args.prompt) == bool(args.prompts) or bool(args.prompts) != bool(args.out):
-        p.error("give either --prompt TEXT, or --prompts FILE with --out FILE")
-    rank, _, device = start_processes()  # under torchrun (--prompts): every process answers its share
-    try:
-        rows = args.prompts and read_jsonl(args.prompts, required=("problem",), types=PROBLEM_TYPES, unique="id")
-        model_dir = model_path(args.model)
-        tok = load_tokenizer(model_dir)
-        model = Transformer.from_pretrained(model_dir, dtype=getattr(torch, args.dtype), device=device)
-    except (OSError, ValueError) as e:
-        sys.exit(f"error: {e}")
-    if rank == 0:
-        print(attention_summary(device, model.lm_head.weight.dtype), file=sys.stderr)
-    settings = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
-                    top_k=args.top_k, seed=args.seed, batch_size=args.batch_size)
-    if args.prompt:
-        ids = prompt_ids(tok, args.prompt)
-        if len(ids) >= model.config.max_position_embeddings:
-            sys.exit(f"error: the prompt has {len(ids)} tokens, more than the model's context "
-                     f"({model.config.max_position_embeddings})")
-        for j, c in enumerate(generate(model, [ids], n=args.samples, stop_ids=stop_ids(tok), **settings)[0]):
-            text = tok.decode(c.tokens, skip_special_tokens=True)
-            print(f"--- sample {j} ({len(c.tokens)} tokens, {c.finish})\n{text}")
-        return
-    for k, row in enumerate(rows):
-        row.setdefault("id", k)  # a prompts file without ids is keyed by line order
-    from outputs import sample_file  # (the files of a --prompts run; outputs.py imports this script)
-    try:
-        out = sample_file(model, tok, rows, args.out, n=args.samples, **settings)
-    except ValueError as e:
-        sys.exit(f"error: {e}")
-    if rank == 0:
-        print(f"sample: {len(out)} completions in {args.out}")
-    if dist.is_initialized():
-        dist.destroy_process_group()
-
-
 if __name__ == "__main__":
+    from outputs import main  # the command line, and the files of --prompts
     main()

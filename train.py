@@ -39,7 +39,7 @@ import torch.distributed as dist
 from checkpoint import (MetricsLog, Weights, checkpoints, load_optimizer, load_tokenizer, model_path, read_config,
                         resume_point, save_checkpoint, shard_file)
 from common import (FRACTION, PROBLEM_TYPES, RULES, TEXT, above, at_least, atomic_write, between, example_error,
-                    read_jsonl, read_settings, setting)
+                    one_of, read_jsonl, read_settings, setting)
 from model import Config, Transformer, attention_summary, rope_inv_freq, weight_shapes
 from plan import check_plan, dev_cache_bytes
 from processes import (Processes, all_gather_lists, all_sum, full, local, run_lock, shard, shard_rows,
@@ -59,7 +59,7 @@ class TrainConfig:
     bounds: str = ""               # bounds file (JSON, see ratio.Bounds), measured with the dev settings below
     out_dir: str = "out/tldr"
     # the mixture (ratio.py)
-    mixture: str = "dynamic"       # dynamic (TLDR) | static (fixed weights, the ablation)
+    mixture: str = setting("dynamic", one_of("dynamic", "static"))  # static: fixed weights, the ablation
     w_short: float = setting(0.5, between(0, 1))  # initial (or static) weight of System-1
     eta: float = setting(4.0, at_least(0))
     c: float = setting(1e-4, between(0, 1))
@@ -67,12 +67,13 @@ class TrainConfig:
     max_steps: int = setting(2000, at_least(1))
     global_batch: int = setting(8, at_least(1))  # examples per optimizer step, over all processes (a multiple of
                                                  # their number)
-    loss_norm: str = "sequence"    # sequence | group | token: how tokens are weighted in the loss (see above)
+    loss_norm: str = setting("sequence", one_of("sequence", "group", "token"))  # how tokens weigh (see above)
     loss_group: int = setting(4, at_least(1))       # loss_norm=group: examples per group
     row_tokens: int = setting(16384, at_least(1))   # token budget of a packed row; one row is one micro-batch
     max_len: int = setting(16000, at_least(1))      # longer examples are skipped and counted, never cut
     lr: float = setting(1e-5, above(0))
-    lr_schedule: str = "constant"  # constant | linear (to 0 at max_steps) | cosine (to min_lr)
+    # linear: to 0 at max_steps; cosine: to min_lr
+    lr_schedule: str = setting("constant", one_of("constant", "linear", "cosine"))
     warmup_steps: int = setting(0, at_least(0))     # lr rises linearly from 0 over these steps
     min_lr: float = setting(0.0, at_least(0))       # the end of the cosine schedule
     weight_decay: float = setting(0.0, at_least(0))
@@ -93,8 +94,9 @@ class TrainConfig:
     seed: int = setting(0, RULES["seed"])
     wandb_project: str = ""        # log to Weights & Biases too (needs `pip install wandb`)
     # precision and processes
-    dtype: str = "auto"            # compute dtype: auto = bfloat16 on CUDA (float32 elsewhere); master weights,
-                                   # gradient reduction and AdamW state stay float32 (FSDP2 mixed precision)
+    dtype: str = setting("auto", one_of("auto", "float32", "bfloat16"))  # compute dtype: auto = bfloat16 on
+                                   # CUDA (float32 elsewhere); master weights, gradient reduction and AdamW state
+                                   # stay float32 (FSDP2 mixed precision)
     dist_timeout_minutes: int = setting(120, at_least(1))  # how long a collective waits for the slowest process:
                                    # one process's share of a dev evaluation (8k-token answers) or rank 0 writing a
                                    # checkpoint can take tens of minutes, past torch's default of 10
@@ -307,16 +309,8 @@ def lr_at(cfg, step):
 def validate(cfg: TrainConfig):
     """What a setting's rule cannot say alone (the ranges were checked as the settings were read)."""
     problems = []
-    if cfg.mixture not in ("dynamic", "static"):
-        problems.append(f"mixture={cfg.mixture!r}: use dynamic or static")
-    if cfg.lr_schedule not in ("constant", "linear", "cosine"):
-        problems.append(f"lr_schedule={cfg.lr_schedule!r}: use constant, linear or cosine")
-    if cfg.loss_norm not in ("sequence", "group", "token"):
-        problems.append(f"loss_norm={cfg.loss_norm!r}: use sequence, group or token")
     if cfg.loss_norm == "group" and cfg.global_batch % cfg.loss_group:
         problems.append(f"loss_group={cfg.loss_group} does not divide global_batch={cfg.global_batch}")
-    if cfg.dtype not in ("auto", "float32", "bfloat16"):
-        problems.append(f"dtype={cfg.dtype!r}: use auto, float32 or bfloat16")
     if cfg.mixture == "dynamic" and not (cfg.dev and cfg.bounds):
         problems.append("the dynamic mixture needs dev=PATH and bounds=PATH (or use mixture=static)")
     if cfg.max_len > cfg.row_tokens:

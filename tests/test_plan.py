@@ -78,6 +78,7 @@ def _fsdp_peak(rank, world, store, out):
     peak = measured_peak(settings(), world, rank, torch.bfloat16, sharded=True)
     if rank == 0:
         Path(out).write_text(str(peak))
+    dist.barrier()  # both leave together: a group torn down while the other process still uses it can abort it
     dist.destroy_process_group()
 
 

@@ -17,6 +17,7 @@ import demo
 import evaluate
 import grade
 import checkpoint
+import outputs
 import sample
 import train
 from checkpoint import model_path
@@ -53,7 +54,7 @@ def work(tiny_models, tmp_path_factory):
     model = tiny_models["qwen2"]
     write_jsonl(d / "problems.jsonl", [{"id": f"p{i}", "problem": f"What is {i} + 1?", "answer": str(i + 1)}
                                        for i in range(4)])
-    sample.main(["--model", str(model), "--prompts", str(d / "problems.jsonl"), "--out", str(d / "out.jsonl"),
+    outputs.main(["--model", str(model), "--prompts", str(d / "problems.jsonl"), "--out", str(d / "out.jsonl"),
                  "--samples", "2", "--max_new_tokens", "6", "--temperature", "0.7"])
     write_jsonl(d / "s1.jsonl", [{"problem": f"{a}+1", "response": f"</think>\n\n\\boxed{{{a + 1}}}"}
                                  for a in range(8)])
@@ -89,7 +90,7 @@ def train_args(model, d, **over):
 ])
 def test_sample_refuses_bad_settings(work, flag, value, message):
     d, model = work
-    refused(sample.main, ["--model", model, "--prompts", d / "problems.jsonl", "--out", d / "out.jsonl", flag, value],
+    refused(outputs.main, ["--model", model, "--prompts", d / "problems.jsonl", "--out", d / "out.jsonl", flag, value],
             message, d)
 
 
@@ -186,7 +187,7 @@ def test_problem_files_with_a_field_of_the_wrong_type(work, tmp_path, row, messa
     bad = write_jsonl(tmp_path / "bad.jsonl", [{"id": "ok", "problem": "1+1", "answer": "2"}, row])
     refused(build.main, ["system2", "--model", model, "--problems", bad, "--out", d / "out.jsonl"], message, d)
     refused(evaluate.main, ["--model", model, "--bench", bad, "--out_dir", d / "eval"], message, d)
-    refused(sample.main, ["--model", model, "--prompts", bad, "--out", d / "out.jsonl"], message, d)
+    refused(outputs.main, ["--model", model, "--prompts", bad, "--out", d / "out.jsonl"], message, d)
     refused(train.main, train_args(model, d, dev=bad), message, d)
 
 
@@ -200,7 +201,7 @@ def test_two_problems_under_one_id_are_refused(work, tmp_path):
     message = "bad.jsonl:3: id '7' again (line 1 has it): every line needs its own id"
     refused(build.main, ["system2", "--model", model, "--problems", bad, "--out", d / "out.jsonl"], message, d)
     refused(evaluate.main, ["--model", model, "--bench", bad, "--out_dir", d / "eval"], message, d)
-    refused(sample.main, ["--model", model, "--prompts", bad, "--out", d / "out.jsonl"], message, d)
+    refused(outputs.main, ["--model", model, "--prompts", bad, "--out", d / "out.jsonl"], message, d)
 
 
 @pytest.mark.parametrize("row, message", [
@@ -260,16 +261,16 @@ def test_stale_samples_are_refused(work, tiny_models):
     d, model = work
     out = d / "out.jsonl"
     common = ["--prompts", d / "problems.jsonl", "--out", out, "--samples", "2", "--max_new_tokens", "6"]
-    refused(sample.main, ["--model", model, *common, "--temperature", "0.9"],
+    refused(outputs.main, ["--model", model, *common, "--temperature", "0.9"],
             "made otherwise (sampling.temperature: 0.7 -> 0.9)", d)
-    refused(sample.main, ["--model", tiny_models["llama"], *common, "--temperature", "0.7"], "model.path:", d)
+    refused(outputs.main, ["--model", tiny_models["llama"], *common, "--temperature", "0.7"], "model.path:", d)
     stage = ["system2", "--model", model, "--problems", d / "problems.jsonl", "--out", d.parent / "s2" / "s2.jsonl",
              "--samples", "2", "--max_new_tokens", "6", "--temperature", "0.7"]
     with pytest.raises(SystemExit, match="no problem got a correct answer"):  # a random model: samples, no data
         build.main([str(a) for a in stage])
     refused(build.main, stage + ["--top_p", "0.9"], "sampling.top_p: 1.0 -> 0.9", d, d.parent / "s2")
     edited = write_jsonl(d.parent / "edited.jsonl", [{"id": "p0", "problem": "What is 9 + 9?", "answer": "18"}])
-    refused(sample.main, ["--model", model, "--prompts", edited, "--out", out, "--samples", "2", "--max_new_tokens",
+    refused(outputs.main, ["--model", model, "--prompts", edited, "--out", out, "--samples", "2", "--max_new_tokens",
                           "6", "--temperature", "0.7"], "id p0 was sampled for another problem text", d)
 
 
@@ -293,7 +294,7 @@ def test_an_output_whose_last_line_lacks_its_newline_is_repaired(work, tmp_path)
     shutil.copy(d / "out.settings.json", tmp_path / "o.settings.json")
     out.write_text(out.read_text().rstrip("\n"))  # an editor dropped the final newline
     lines = out.read_text().splitlines()
-    sample.main(["--model", str(model), "--prompts", str(d / "problems.jsonl"), "--out", str(out), "--samples", "3",
+    outputs.main(["--model", str(model), "--prompts", str(d / "problems.jsonl"), "--out", str(out), "--samples", "3",
                  "--max_new_tokens", "6", "--temperature", "0.7"])
     again = out.read_text().splitlines()
     assert len(again) == 12 and all(json.loads(line) for line in again)  # no "}{"
@@ -320,7 +321,7 @@ def test_a_damaged_tokenizer_is_named(work, tmp_path):
     broken = tmp_path / "model"
     shutil.copytree(model, broken)
     (broken / "tokenizer.json").write_text((broken / "tokenizer.json").read_text()[:300])
-    refused(sample.main, ["--model", broken, "--prompt", "hi"], "tokenizer.json: damaged", d)
+    refused(outputs.main, ["--model", broken, "--prompt", "hi"], "tokenizer.json: damaged", d)
 
 
 @pytest.mark.parametrize("text, message", [
@@ -401,7 +402,7 @@ def test_a_second_launch_into_a_running_run_is_refused_with_the_holders_pid(work
         holder.wait()
     holder = hold_lock_in_a_process(d / "out.jsonl.lock", "sleep")
     try:
-        refused(sample.main, ["--model", model, "--prompts", d / "problems.jsonl", "--out", d / "out.jsonl",
+        refused(outputs.main, ["--model", model, "--prompts", d / "problems.jsonl", "--out", d / "out.jsonl",
                               "--samples", "2", "--max_new_tokens", "6", "--temperature", "0.7"],
                 f"the output {d / 'out.jsonl'} is in use by pid {holder.pid}", d)
     finally:

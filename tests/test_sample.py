@@ -8,6 +8,7 @@ from transformers import AutoModelForCausalLM
 
 import checkpoint
 import model as M
+import outputs
 import sample
 
 PROBLEMS = ["What is 2+2?", "Compute the sum of all primes below 20, then double it.", "x", "Solve 3x = 12."]
@@ -150,7 +151,7 @@ def test_tokens_never_run_past_the_context(qwen2):
 
 def run_cli(*args):
     try:
-        sample.main([str(a) for a in args])
+        outputs.main([str(a) for a in args])
     except SystemExit as e:
         return str(e.code)
     return None
