@@ -293,12 +293,37 @@ def read_baseline(path):
     return base
 
 
+def answer_benchmark(model, tok, b, rows, out, settings, args, rank, log):
+    """Benchmark b's completions into `out` (resumable: sample_file appends each as it finishes and skips the (id,
+    sample) pairs already done), then, on rank 0, graded: its metrics (None on the other processes)."""
+    from common import atomic_write, jsonl_text
+    from outputs import sample_file
+    n = settings["samples"][b]
+    log(f"evaluate: {b}: {len(rows)} problems x {n} samples -> {out}")
+    keep = ("id", "problem", "answer", "level")
+    try:
+        done = sample_file(model, tok, [{k: p[k] for k in keep if k in p} for p in rows], out, n=n,
+                           template=prompt_template(args.protocol, b), batch_size=args.batch_size,
+                           max_new_tokens=settings["max_new_tokens"], temperature=settings["temperature"],
+                           top_p=settings["top_p"], seed=args.seed)
+    except ValueError as e:  # a damaged responses file
+        sys.exit(f"error: {e}")
+    if rank != 0:
+        return None
+    t0 = time.time()
+    graded = grade_benchmark(b, rows, done, n, args.workers)
+    atomic_write(out, jsonl_text(done))  # every line kept, also those of an earlier, larger run
+    m = bench_metrics(rows, graded, n)
+    log(f"evaluate: {b}: accuracy {100 * m['accuracy']:.1f}% (paper's rules {100 * m['accuracy_paper']:.1f}%), "
+        f"mean tokens {_fmt(m['tokens'])} (graded in {time.time() - t0:.1f} s)")
+    return m
+
+
 def run_evaluation(args):
     import torch  # the model and the engine need torch; grading does not, so it is imported here
 
     import sample
-    from common import atomic_write, jsonl_text
-    from outputs import sample_file
+    from common import atomic_write
     from processes import start_processes
     from checkpoint import load_tokenizer, model_path
     from model import Transformer, attention_summary
@@ -326,26 +351,9 @@ def run_evaluation(args):
     settings["samples"] = {b: args.samples or PROTOCOLS[args.protocol]["samples"].get(b, 1) for b in problems}
     summary = {"model": args.model, "settings": settings, "benchmarks": {}}
     for b, rows in problems.items():
-        n = settings["samples"][b]
-        out = out_dir / f"{b}.jsonl"
-        log(f"evaluate: {b}: {len(rows)} problems x {n} samples -> {out}")
-        keep = ("id", "problem", "answer", "level")
-        # sample_file appends each completion as it finishes and skips the (id, sample) pairs already done
-        try:
-            done = sample_file(model, tok, [{k: p[k] for k in keep if k in p} for p in rows], out, n=n,
-                                      template=prompt_template(args.protocol, b), batch_size=args.batch_size,
-                                      max_new_tokens=settings["max_new_tokens"],
-                                      temperature=settings["temperature"], top_p=settings["top_p"], seed=args.seed)
-        except ValueError as e:  # a damaged responses file
-            sys.exit(f"error: {e}")
-        if rank != 0:
-            continue  # rank 0 grades and reports
-        t0 = time.time()
-        graded = grade_benchmark(b, rows, done, n, args.workers)
-        atomic_write(out, jsonl_text(done))  # every line kept, also those of an earlier, larger run
-        m = summary["benchmarks"][b] = bench_metrics(rows, graded, n)
-        log(f"evaluate: {b}: accuracy {100 * m['accuracy']:.1f}% (paper's rules {100 * m['accuracy_paper']:.1f}%), "
-            f"mean tokens {_fmt(m['tokens'])} (graded in {time.time() - t0:.1f} s)")
+        metrics = answer_benchmark(model, tok, b, rows, out_dir / f"{b}.jsonl", settings, args, rank, log)
+        if metrics is not None:  # (rank 0 grades and reports)
+            summary["benchmarks"][b] = metrics
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
     if rank != 0:

@@ -6,6 +6,7 @@ weights ratio.py re-balances from a dev evaluation every `eval_interval` steps.
     torchrun --nproc_per_node=8 train.py config/r1_7b.py                     # FSDP2 over 8 GPUs
     torchrun --nproc_per_node=8 train.py config/r1_7b.py --resume            # continue the latest checkpoint
     python train.py config/r1_7b.py config/static.py --out_dir=out/static     # the paper's static 1:1 ablation
+    python plan.py config/r1_7b.py                                           # its memory plan per GPU (no GPU needed)
 
 Configuration: the defaults are the TrainConfig fields below; config files (Python assignments of
 literals, `lr = 1e-5`; `base = "r1_7b.py"` reads that file first), read in order, override them, and
