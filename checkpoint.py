@@ -198,16 +198,16 @@ def check_names(expected, found, where: str):
                          f"unexpected {sorted(unexpected)[:5]} (is the download complete?)")
 
 
-def write_weights(cfg, shapes: dict, fetch, directory: Path, dtype, max_shard_bytes=5 * 2**30):
+def write_weights(cfg, tensors: dict, fetch, directory: Path, dtype, max_shard_bytes=5 * 2**30):
     """config.json + safetensors in the Hugging Face layout, sharded with an index above max_shard_bytes.
-    shapes: {our name: shape} (model.our_names); fetch(our name) gives the tensor, called once per name, in that
-    order, and only one shard is held
-    at a time: a sharded run gathers its weights one tensor at a time."""
+    tensors: {our name: tensor} (Transformer.tensors(); their shapes plan the files); fetch(tensor) gives it whole,
+    called once per tensor, in order, and only one file's tensors are held at a time: a sharded run gathers its
+    weights one tensor at a time."""
     from safetensors.torch import save_file
     directory, itemsize = Path(directory), dtype.itemsize
     shards, size = [[]], 0  # our names, grouped into files by the size of their Hugging Face tensors
-    for key, shape in shapes.items():
-        nbytes = math.prod(shape) * itemsize
+    for key, t in tensors.items():
+        nbytes = t.numel() * itemsize
         if shards[-1] and size + nbytes > max_shard_bytes:
             shards.append([])
             size = 0
@@ -217,16 +217,16 @@ def write_weights(cfg, shapes: dict, fetch, directory: Path, dtype, max_shard_by
         [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
     weight_map = {}
     for name, keys in zip(names, shards):
-        tensors = {}
+        pieces = {}
         for k in keys:
-            t = fetch(k).detach().to(dtype)
+            t = fetch(tensors[k]).detach().to(dtype)
             parts = hf_parts(cfg, k)
             for (hf, _), piece in zip(parts, t.split([n or len(t) for _, n in parts])):
-                tensors[hf] = piece.contiguous().cpu()
-        save_file(tensors, str(directory / name), metadata={"format": "pt"})
-        weight_map.update(dict.fromkeys(tensors, name))
+                pieces[hf] = piece.contiguous().cpu()
+        save_file(pieces, str(directory / name), metadata={"format": "pt"})
+        weight_map.update(dict.fromkeys(pieces, name))
     if len(shards) > 1:
-        total = sum(math.prod(shape) * itemsize for shape in shapes.values())
+        total = sum(t.numel() * itemsize for t in tensors.values())
         (directory / "model.safetensors.index.json").write_text(
             json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
     dtype_name = str(dtype).removeprefix("torch.")
@@ -234,14 +234,14 @@ def write_weights(cfg, shapes: dict, fetch, directory: Path, dtype, max_shard_by
                                                       indent=2))
 
 
-def save_model(cfg, shapes: dict, fetch, path, dtype, max_shard_bytes=5 * 2**30):
+def save_model(cfg, tensors: dict, path, dtype, max_shard_bytes=5 * 2**30):
     """A Hugging Face model directory at `path` (write_weights), written beside it and renamed into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
     usual_mode(tmp, directory=True)  # mkdtemp's 0700 would keep the model from the other users of a cluster
     try:
-        write_weights(cfg, shapes, fetch, tmp, dtype, max_shard_bytes)
+        write_weights(cfg, tensors, lambda t: t, tmp, dtype, max_shard_bytes)
         commit_dir(tmp, path)
     except BaseException:  # a full disk: no half-written directory is left holding the space
         shutil.rmtree(tmp, ignore_errors=True)
@@ -314,8 +314,7 @@ def write_checkpoint(model, opt, cfg, state: dict, tmp: Path, final: Path, proc:
     # the model, gathered one tensor at a time (collective) and written by rank 0 in the base model's dtype
     weights, dtype = model.tensors(), saved_dtype(model.config.hf)
     if rank == 0:
-        write_weights(model.config, {k: tuple(t.shape) for k, t in weights.items()}, lambda k: full(weights[k]), tmp,
-                      dtype)
+        write_weights(model.config, weights, full, tmp, dtype)
     else:
         for t in weights.values():
             full(t)

@@ -432,9 +432,7 @@ class Transformer(nn.Module):
 
     def save_pretrained(self, path, dtype=None, max_shard_bytes=5 * 2**30):
         """A Hugging Face model directory at `path`, written beside it and renamed into place."""
-        tensors = self.tensors()
-        save_model(self.config, {k: tuple(t.shape) for k, t in tensors.items()}, tensors.__getitem__, path,
-                   dtype or self.lm_head.weight.dtype, max_shard_bytes)
+        save_model(self.config, self.tensors(), path, dtype or self.lm_head.weight.dtype, max_shard_bytes)
 
     def tensors(self) -> dict:
         """The state dict without a tied lm_head (it is the embedding): what a checkpoint stores."""

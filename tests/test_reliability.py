@@ -448,12 +448,12 @@ def test_a_checkpoint_write_that_fails_leaves_the_last_one_and_no_temporary_file
     train.main([str(a) for a in train_args(model, d, out_dir=full, max_steps=4, resume=False)])
     real, calls = checkpoint.write_weights, []
 
-    def disk_full(cfg, shapes, fetch, directory, dtype):
+    def disk_full(cfg, tensors, fetch, directory, dtype):
         calls.append(directory)
         if len(calls) == 2:  # the second checkpoint: part of a shard, then no space
             (directory / "model.safetensors").write_bytes(b"\0" * 1000)
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return real(cfg, shapes, fetch, directory, dtype)
+        return real(cfg, tensors, fetch, directory, dtype)
 
     monkeypatch.setattr(checkpoint, "write_weights", disk_full)
     with pytest.raises(SystemExit) as e:
