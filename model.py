@@ -164,7 +164,7 @@ class CacheIndex:
     cu_seqlens: torch.Tensor | None = None   # prefill: (prompts + 1,) int32, their boundaries in the row
     block_table: torch.Tensor | None = None  # decode: (rows, pages) int32, every row's pages in order
     seqlens: torch.Tensor | None = None      # decode: (rows,) int32, tokens of each row in the cache before this one
-    first_page: int | None = None            # sdpa decode: the rows hold one page each, first_page, first_page + 1, ...
+    first_page: int | None = None            # sdpa decode: the rows hold one page each: first_page, first_page + 1, ..
     max_len: int = 0                         # sdpa decode: the longest row after this token
 
 
@@ -180,7 +180,7 @@ class AttnInfo:
     max_seqlen: int = 0
     write_at: tuple | None = None            # cached: (page, kv head, offset), indices broadcasting to (tokens,
                                              # kv_heads): where every head vector of every token goes
-    page_heads: torch.Tensor | None = None   # sdpa decode: (rows * kv_heads * pages,) the page of each row and head
+    page_heads: torch.Tensor | slice | None = None  # sdpa decode: the page of each row and kv head, in order
     decode_bias: torch.Tensor | None = None  # sdpa decode: (rows, 1, 1, keys) 0 where a key is visible, else -inf
 
 
@@ -191,11 +191,12 @@ def attn_info(positions: torch.Tensor, cache, index: CacheIndex | None, flash: b
         ps, heads = cache.page_size, torch.arange(cache.kv_heads, device=positions.device)
         info.write_at = (index.slots // ps)[:, None], heads, (index.slots % ps)[:, None]
     if info.decode:
-        if not flash:  # the keys each row reads (its pages, in order) and a mask past its length
-            n_keys = index.max_len if index.first_page is not None else index.block_table.shape[1] * ps
-            if index.first_page is None:
+        if not flash:  # the keys each row reads: its pages of every kv head, in order, masked past its length
+            if index.first_page is None:  # gathered page by page (a page of one head is contiguous)
                 info.page_heads = (index.block_table.long()[:, None, :] * len(heads) + heads[:, None]).view(-1)
-            visible = torch.arange(n_keys, device=positions.device) <= index.seqlens[:, None]
+            else:  # one page per row, consecutive (the CPU engine's layout): a slice, so the keys are a view
+                info.page_heads = slice(index.first_page * len(heads), (index.first_page + B) * len(heads))
+            visible = torch.arange(index.max_len, device=positions.device) <= index.seqlens[:, None]
             info.decode_bias = torch.zeros(visible.shape, device=positions.device).masked_fill(
                 ~visible, float("-inf"))[:, None, None]
         return info
@@ -215,8 +216,8 @@ def attn_info(positions: torch.Tensor, cache, index: CacheIndex | None, flash: b
 
 
 def attention(q, k, v, info: AttnInfo, layer: int):
-    """q: (N, H, D), k/v: (N, Hkv, D) for the N = B * T tokens of the forward -> (N, H, D). Writes k/v to the
-    cache when there is one."""
+    """q: (N, H, D), k/v: (N, Hkv, D) for the N = B * T tokens of the forward -> (N, H * D), o_proj's input.
+    Writes k/v to the cache when there is one."""
     N, H, D = q.shape
     B, Hkv, cache, index = info.rows, k.shape[1], info.cache, info.index
     if info.flash and info.decode:
@@ -224,26 +225,20 @@ def attention(q, k, v, info: AttnInfo, layer: int):
         out = flash_attn.flash_attn_with_kvcache(
             q.view(B, 1, H, D), cache.k[layer].transpose(1, 2), cache.v[layer].transpose(1, 2), k=k.view(B, 1, Hkv, D),
             v=v.view(B, 1, Hkv, D), cache_seqlens=index.seqlens, block_table=index.block_table, causal=True)
-        return out.view(N, H, D)
+        return out.view(N, -1)
     if cache is not None:  # one index_put per tensor, into the head-major pages (flash-attn reads them by strides)
         cache.k[layer][info.write_at] = k
         cache.v[layer][info.write_at] = v
     if info.flash:
         return flash_attn.flash_attn_varlen_func(q, k, v, info.cu_seqlens, info.cu_seqlens, info.max_seqlen,
-                                                 info.max_seqlen, causal=True)
+                                                 info.max_seqlen, causal=True).view(N, -1)
     if info.decode:
-        # one query per row against the row's keys; the query heads that share a kv head are the "queries" of one
-        # SDPA call, masked past each row's length. When every row holds one page, in order (the CPU default: a
-        # page per sequence), the keys are a view of the cache; otherwise they are gathered page by page (a page
-        # of one head is contiguous)
-        if index.first_page is not None:
-            rows = slice(index.first_page, index.first_page + B)
-            keys, values = cache.k[layer][rows, :, :index.max_len], cache.v[layer][rows, :, :index.max_len]
-        else:
-            keys = cache.k_pages[layer].index_select(0, info.page_heads).view(B, Hkv, -1, D)   # (B, Hkv, L, D)
-            values = cache.v_pages[layer].index_select(0, info.page_heads).view(B, Hkv, -1, D)
+        # one query per row against the row's keys, up to the longest row; the query heads that share a kv head are
+        # the "queries" of one SDPA call, masked past each row's length
+        keys, values = (c[layer][info.page_heads].view(B, Hkv, -1, D)[:, :, :index.max_len]
+                        for c in (cache.k_pages, cache.v_pages))
         out = F.scaled_dot_product_attention(q.view(B, Hkv, H // Hkv, D), keys, values, attn_mask=info.decode_bias)
-        return out.view(N, H, D)
+        return out.view(N, -1)
     if info.doc_lengths is not None:
         # varlen's semantics, one document at a time. Always 4-D (batch, heads, seq, head_dim) with is_causal:
         # only then can torch pick a fused kernel (flash or memory-efficient on CUDA, flash on CPU), which never
@@ -253,9 +248,9 @@ def attention(q, k, v, info: AttnInfo, layer: int):
             outs.append(F.scaled_dot_product_attention(qd.transpose(0, 1)[None], kd.transpose(0, 1)[None],
                                                        vd.transpose(0, 1)[None], is_causal=True,
                                                        enable_gqa=True)[0].transpose(0, 1))
-        return torch.cat(outs)
+        return torch.cat(outs).view(N, -1)
     q, k, v = (t.view(B, N // B, -1, D).transpose(1, 2) for t in (q, k, v))  # one document per row
-    return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True).transpose(1, 2).reshape(N, H, D)
+    return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True).transpose(1, 2).reshape(N, -1)
 
 
 # -----------------------------------------------------------------------------
@@ -295,11 +290,11 @@ class SelfAttention(nn.Module):
     def forward(self, x, cos, sin, info: AttnInfo):
         N, H = x.shape[0], self.n_head  # the tokens of every row, flattened: each linear is one matrix product
         qkv = self.qkv_proj(x).view(N, H + 2 * self.n_kv, self.head_dim)
-        qk, v = qkv[:, :H + self.n_kv], qkv[:, H + self.n_kv:]  # views; q and k are rotated together
+        qk, v = qkv.split([H + self.n_kv, self.n_kv], 1)  # views; q and k are rotated together
         if hasattr(self, "q_norm"):
             qk = torch.cat((self.q_norm(qk[:, :H]), self.k_norm(qk[:, H:])), 1)
-        qk = apply_rope(qk, cos, sin)
-        return self.o_proj(attention(qk[:, :H], qk[:, H:], v, info, self.layer).view(N, -1))
+        q, k = apply_rope(qk, cos, sin).split([H, self.n_kv], 1)
+        return self.o_proj(attention(q, k, v, info, self.layer))
 
 
 class MLP(nn.Module):
