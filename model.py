@@ -268,12 +268,6 @@ class RMSNorm(nn.Module):
         return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
 
 
-def apply_rope(x, cos, sin):
-    """NeoX-style rotation of the two halves of each head: x * cos + (-x2, x1) * sin, written as a roll of x times
-    a sin whose first half is negated (sin: (N, 1, D), made so once per forward). x: (N, heads, D)."""
-    return x * cos + x.roll(x.shape[-1] // 2, -1) * sin
-
-
 class SelfAttention(nn.Module):
     def __init__(self, cfg: Config, layer: int):
         super().__init__()
@@ -293,7 +287,9 @@ class SelfAttention(nn.Module):
         qk, v = qkv.split([H + self.n_kv, self.n_kv], 1)  # views; q and k are rotated together
         if hasattr(self, "q_norm"):
             qk = torch.cat((self.q_norm(qk[:, :H]), self.k_norm(qk[:, H:])), 1)
-        q, k = apply_rope(qk, cos, sin).split([H, self.n_kv], 1)
+        # NeoX-style rotary embedding: each head's two halves rotated, qk * cos + (-x2, x1) * sin, written as a
+        # roll times a sin whose first half is negated (made so once per forward)
+        q, k = (qk * cos + qk.roll(self.head_dim // 2, -1) * sin).split([H, self.n_kv], 1)
         return self.o_proj(attention(q, k, v, info, self.layer))
 
 
@@ -383,7 +379,7 @@ class Transformer(nn.Module):
         freqs = positions.reshape(-1, 1).float() * self.inv_freq.float()  # rotary angles in fp32, like the reference
         angles = torch.cat((freqs, freqs), dim=-1)[:, None]
         cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
-        sin[..., :sin.shape[-1] // 2] *= -1  # (see apply_rope)
+        sin[..., :sin.shape[-1] // 2] *= -1  # (see SelfAttention)
         for block in self.model.layers:
             if self.gradient_checkpointing and self.training:
                 x = torch.utils.checkpoint.checkpoint(block, x, cos, sin, info, use_reentrant=False)

@@ -3,7 +3,8 @@ The memory plan of a training configuration: what one process holds at the peak 
 evaluation and a checkpoint save, from the shapes alone (no GPU, no weights). Each term names the tensors it
 counts; tests/test_plan.py checks the totals against the peaks torch's MemTracker measures on CPU runs of small
 models (one process, and FSDP2 over two). On CUDA, train.py prints the plan and refuses to start a run whose peak
-leaves less than 10% of the GPU free.
+leaves less than 10% of the GPU free. Here too, the KV cache a generation engine gets (kv_pages, for sample.py):
+on a GPU what is free after its largest prefill, nano-vllm's way; on CPU its rows at full length.
 
     python plan.py config/r1_7b.py                        # 8 GPUs of 80 GB (the recipe's machine)
     python plan.py config/r1_14b.py --world=16 --gpu_gib=80
@@ -28,6 +29,50 @@ RECIPE_MODELS = {
     "DeepSeek-R1-Distill-Qwen-14B": dict(hidden_size=5120, intermediate_size=13824, num_hidden_layers=48,
                                          num_attention_heads=40, num_key_value_heads=8),
 }
+
+
+# -----------------------------------------------------------------------------
+# the KV cache of a generation engine (sample.py)
+
+GPU_UTILIZATION = 0.9  # the share of the GPU the process may fill (vLLM's gpu_memory_utilization default)
+
+
+def gpu_kv_bytes(model, prefill_tokens: int) -> int:
+    """The KV cache the GPU has room for, nano-vllm's way: with the allocator's cache emptied, run the largest
+    prefill the engine can do, then total x utilization - used - that prefill's activations. torch's caching
+    allocator keeps freed blocks, and mem_get_info counts them as used: without empty_cache an engine built after
+    another (a second model) would find only the margin free."""
+    device = model.lm_head.weight.device
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats(device)
+    model(torch.zeros(1, prefill_tokens, dtype=torch.int64, device=device))
+    torch.cuda.synchronize(device)
+    torch.cuda.empty_cache()
+    free, total = torch.cuda.mem_get_info(device)
+    activations = torch.cuda.max_memory_allocated(device) - torch.cuda.memory_allocated(device)
+    return int(total * GPU_UTILIZATION - (total - free) - activations)
+
+
+def kv_pages(model, page_size, kv_memory, longest, rows, prefill_tokens, progress) -> int:
+    """Pages of the KV cache: from kv_memory bytes when given; else on CUDA what the GPU has room for
+    (gpu_kv_bytes); else (CPU) `rows` sequences of the longest length at once, which never preempts."""
+    cfg, dtype = model.config, model.lm_head.weight.dtype
+    page = KVCache.page_bytes(cfg, page_size, dtype)
+    if kv_memory is None and model.lm_head.weight.is_cuda:
+        kv_memory, source = gpu_kv_bytes(model, prefill_tokens), f"{GPU_UTILIZATION:.0%} of the GPU"
+    elif kv_memory is None:  # the slot engine's reservation: never preempts
+        kv_memory, source = (rows * -(-longest // page_size) + 1) * page, f"{rows} sequences at full length"
+    else:
+        source = "kv_memory"
+    n_pages = int(kv_memory // page)
+    need = -(-longest // page_size) + 1
+    if n_pages < need:
+        raise ValueError(f"a KV cache of {kv_memory / 2**30:.2f} GiB holds {n_pages} pages of {page_size} tokens; the "
+                         f"longest sequence needs {need}: give more memory (kv_memory) or fewer new tokens")
+    if progress:
+        print(f"sample: kv cache: {n_pages} pages of {page_size} tokens, {n_pages * page / 2**30:.2f} GiB "
+              f"({source})", file=sys.stderr, flush=True)
+    return n_pages
 
 
 PROMPT_TOKENS = 1024  # room for a dev prompt in the KV cache (AIME prompts are a few hundred tokens)

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 import torch
 
 from model import CacheIndex, KVCache, Transformer
+from plan import kv_pages
 
 # DeepSeek's recommended instruction for math; the user turn carries it, the answer starts with "<think>\n".
 INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
@@ -338,47 +339,6 @@ class Engine:
         return len(batch), finished
 
 
-GPU_UTILIZATION = 0.9  # the share of the GPU the process may fill (vLLM's gpu_memory_utilization default)
-
-
-def gpu_kv_bytes(model, prefill_tokens: int) -> int:
-    """The KV cache the GPU has room for, nano-vllm's way: with the allocator's cache emptied, run the largest
-    prefill the engine can do, then total x utilization - used - that prefill's activations. torch's caching
-    allocator keeps freed blocks, and mem_get_info counts them as used: without empty_cache an engine built after
-    another (a second model) would find only the margin free."""
-    device = model.lm_head.weight.device
-    torch.cuda.empty_cache()
-    torch.cuda.reset_peak_memory_stats(device)
-    model(torch.zeros(1, prefill_tokens, dtype=torch.int64, device=device))
-    torch.cuda.synchronize(device)
-    torch.cuda.empty_cache()
-    free, total = torch.cuda.mem_get_info(device)
-    activations = torch.cuda.max_memory_allocated(device) - torch.cuda.memory_allocated(device)
-    return int(total * GPU_UTILIZATION - (total - free) - activations)
-
-
-def kv_pages(model, page_size, kv_memory, longest, rows, prefill_tokens, progress) -> int:
-    """Pages of the KV cache: from kv_memory bytes when given; else on CUDA what the GPU has room for
-    (gpu_kv_bytes); else (CPU) `rows` sequences of the longest length at once, which never preempts."""
-    cfg, dtype = model.config, model.lm_head.weight.dtype
-    page = KVCache.page_bytes(cfg, page_size, dtype)
-    if kv_memory is None and model.lm_head.weight.is_cuda:
-        kv_memory, source = gpu_kv_bytes(model, prefill_tokens), f"{GPU_UTILIZATION:.0%} of the GPU"
-    elif kv_memory is None:  # the slot engine's reservation: never preempts
-        kv_memory, source = (rows * -(-longest // page_size) + 1) * page, f"{rows} sequences at full length"
-    else:
-        source = "kv_memory"
-    n_pages = int(kv_memory // page)
-    need = -(-longest // page_size) + 1
-    if n_pages < need:
-        raise ValueError(f"a KV cache of {kv_memory / 2**30:.2f} GiB holds {n_pages} pages of {page_size} tokens; the "
-                         f"longest sequence needs {need}: give more memory (kv_memory) or fewer new tokens")
-    if progress:
-        print(f"sample: kv cache: {n_pages} pages of {page_size} tokens, {n_pages * page / 2**30:.2f} GiB "
-              f"({source})", file=sys.stderr, flush=True)
-    return n_pages
-
-
 # -----------------------------------------------------------------------------
 # one engine per model per process, as vLLM's LLM object and nano-vllm's ModelRunner: its KV cache sized and
 # its CUDA graphs captured once, then reused by every generate call with that model; released (cache and graphs
@@ -421,7 +381,7 @@ def generate(model: Transformer, prompts: list[list[int]], max_new_tokens: int, 
              top_k=0, n=1, stop_ids=(), seed=0, batch_size=32, max_prefill_tokens=8192, on_finish=None,
              progress=False, kv_memory=None, page_size=None, cuda_graphs=None, stats=None) -> list[list[Completion]]:
     """Generate n completions for every prompt (token ids). Returns outs[prompt][sample].
-    kv_memory: bytes of KV cache (see kv_pages); page_size: tokens per page (see below); cuda_graphs: capture the
+    kv_memory: bytes of KV cache (see plan.kv_pages); page_size: tokens per page (see below); cuda_graphs: capture the
     decode step (default: on CUDA with flash-attn); stats: a dict that receives the engine's counts (peak pages
     in use, preemptions, page bytes). The engine (KV cache, CUDA graphs) stays for the next call with this model
     (engine_for); release_engine() frees it."""
