@@ -34,31 +34,26 @@ def read_lines(path: Path, own: bool) -> dict:
     write of a killed run (dropped) or a complete line whose newline an editor or another tool left out (kept);
     this process repairs the file (cuts the torn line, adds the newline) only when it owns it: the other
     processes may be writing theirs."""
-    lines, good, repair = {}, 0, False
-    if not path.exists():
-        return lines
-    with open(path, "rb") as f:
-        for lineno, line in enumerate(f, 1):
-            try:
-                row = json.loads(line)
-                complaint = None if isinstance(row, dict) and {"id", "sample"} <= set(row) else "not a completion"
-                complaint = complaint or row_type_error(row, OUTPUT_TYPES)
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                row, complaint = None, "not valid JSON"
-            if not line.endswith(b"\n"):
-                if complaint:  # torn by a killed run
-                    break
-                line, repair = line + b"\n", True
-            elif complaint:
-                raise ValueError(f"{path}:{lineno}: {complaint}; this is not an output file of sample.py (move it "
-                                 f"away or pass another --out)")
-            lines[(str(row["id"]), row["sample"])] = (line, row)
-            good += len(line)
-    if own and (repair or good < path.stat().st_size):
-        print(f"{path}: {'adding the missing final newline' if repair else 'dropping a torn last line'}",
+    *complete, last = path.read_bytes().split(b"\n") if path.exists() else [b""]
+    lines = {}
+    for lineno, line in enumerate([*complete, last], 1):
+        try:
+            row = json.loads(line)
+            complaint = row_type_error(row, OUTPUT_TYPES) if isinstance(row, dict) and {"id", "sample"} <= set(row) \
+                else "not a completion"
+        except ValueError:  # not JSON, or not UTF-8
+            complaint = "not valid JSON"
+        if complaint and lineno <= len(complete):
+            raise ValueError(f"{path}:{lineno}: {complaint}; this is not an output file of sample.py (move it "
+                             f"away or pass another --out)")
+        if not complaint:
+            lines[(str(row["id"]), row["sample"])] = (line + b"\n", row)
+    if own and last:
+        print(f"{path}: {'dropping a torn last line' if complaint else 'adding the missing final newline'}",
               file=sys.stderr)
-        os.truncate(path, good - repair)
-        if repair:
+        if complaint:
+            os.truncate(path, path.stat().st_size - len(last))
+        else:
             with open(path, "ab") as f:
                 f.write(b"\n")
     return lines
@@ -74,8 +69,7 @@ def merge_parts(out_path: Path, rows: list[dict]):
     order = {str(row["id"]): i for i, row in enumerate(rows)}
     lines = read_lines(out_path, own=True)
     for part in part_files(out_path):
-        for key, line in read_lines(part, own=False).items():
-            lines.setdefault(key, line)
+        lines = {**read_lines(part, own=False), **lines}
     keys = sorted(lines, key=lambda k: (order.get(k[0], len(order)), k[0] if k[0] not in order else "", k[1]))
     atomic_write(out_path, "".join(lines[k][0].decode() for k in keys))
     for part in part_files(out_path):
@@ -136,10 +130,9 @@ def sample_file(model, tok, rows: list[dict], out_path, n=1, progress=True, temp
 
 def sample_into(model, tok, rows, out_path: Path, n, progress, template, settings) -> list[dict]:
     rank, world = rank_and_world()
-    mine = out_path.with_name(f"{out_path.name}.part-{rank:05d}-of-{world:05d}")
-    done = {**read_lines(out_path, own=False), **read_lines(mine, own=True)}
-    for part in part_files(out_path):
-        done.update(read_lines(part, own=False) if part != mine else {})
+    mine, done = out_path.with_name(f"{out_path.name}.part-{rank:05d}-of-{world:05d}"), {}
+    for path in (out_path, *part_files(out_path)):  # what any number of processes made before
+        done.update(read_lines(path, own=path == mine))
     made = stamp(model, tok, settings, template)
     stamp_path = check_stamp(out_path, made, done, rows)
     barrier()  # every process has read the files before any appends to its own

@@ -301,6 +301,18 @@ def test_an_output_whose_last_line_lacks_its_newline_is_repaired(work, tmp_path)
     assert set(lines) <= set(again)
 
 
+def test_a_damaged_line_inside_an_output_is_named_and_nothing_is_written(work, tmp_path):
+    """Only the last line can be a torn write; a bad line before it means the file is not sample.py's output: it is
+    refused with its line number, and the file is left as it was."""
+    d, model = work
+    out = tmp_path / "o.jsonl"
+    shutil.copy(d / "out.settings.json", tmp_path / "o.settings.json")
+    lines = (d / "out.jsonl").read_text().splitlines()
+    out.write_text("\n".join([lines[0], '{"id": 1, "sample": "x"}', *lines[2:]]) + "\n")
+    refused(outputs.main, ["--model", model, "--prompts", d / "problems.jsonl", "--out", out, "--samples", "3",
+                           "--max_new_tokens", "6", "--temperature", "0.7"], "o.jsonl:2: 'sample' must be", tmp_path)
+
+
 @pytest.mark.parametrize("damage, message", [
     (lambda c: (c / "train_state" / "state.json").write_text('{"step": 2, "conf'), "state.json is missing or damaged"),
     (lambda c: (c / "train_state" / "optimizer-rank00000-of-00001.safetensors").write_bytes(b"\0" * 40),
