@@ -179,7 +179,9 @@ class DecodeGraphs:
         self.hidden = torch.zeros(max_rows, 1, model.config.hidden_size, dtype=cache.k[0].dtype, device=device)
         pool = None
         for b in reversed(self.buckets):  # the largest first: the others reuse its memory pool
-            index = CacheIndex(self.slots[:b], block_table=self.block_table[:b], seqlens=self.seqlens[:b])
+            # (an SDPA decode, if forced, reads the table's whole width: the captured step has no longest row)
+            index = CacheIndex(self.slots[:b], block_table=self.block_table[:b], seqlens=self.seqlens[:b],
+                               max_len=max_pages * cache.page_size)
             step = lambda b=b, index=index: self.hidden[:b].copy_(model(self.ids[:b], self.positions[:b], cache, index))
             step()  # warm-up (it writes into the scratch page)
             self.replays[b], pool = capture(step, pool)

@@ -278,6 +278,19 @@ def test_sampling_sorts_the_vocabulary_only_for_top_p():
 
 
 @torch.no_grad()
+def test_decode_graphs_over_sdpa_read_every_gathered_key(qwen2, monkeypatch):
+    """Graphs are made for flash-attn, but cuda_graphs=True over SDPA must still be right: the captured step has no
+    longest row of its own, so it attends to the whole width of its block table (masked past each row's length)."""
+    m, tok, _ = qwen2
+    monkeypatch.setattr(sample, "capture", lambda fn, pool: (fn, pool))
+    prompts = [sample.prompt_ids(tok, p) for p in PROBLEMS * 3]
+    kw = dict(max_new_tokens=20, batch_size=12, page_size=16)
+    eager = sample.generate(m, prompts, cuda_graphs=False, **kw)
+    graphs = sample.generate(m, prompts, cuda_graphs=True, **kw)
+    assert [o[0].tokens for o in graphs] == [o[0].tokens for o in eager]
+
+
+@torch.no_grad()
 def test_decode_graphs_pad_rows_into_buckets_and_change_nothing(qwen2, monkeypatch):
     """The CUDA-graph decode path on CPU: flash-attn's call sites through the stand-in, and each "graph" replayed
     eagerly (no CUDA here to record one), so the buckets, the static tensors and the padded rows writing into the
