@@ -34,26 +34,31 @@ def read_lines(path: Path, own: bool) -> dict:
     write of a killed run (dropped) or a complete line whose newline an editor or another tool left out (kept);
     this process repairs the file (cuts the torn line, adds the newline) only when it owns it: the other
     processes may be writing theirs."""
-    *complete, last = path.read_bytes().split(b"\n") if path.exists() else [b""]
-    lines = {}
-    for lineno, line in enumerate([*complete, last], 1):
-        try:
-            row = json.loads(line)
-            complaint = row_type_error(row, OUTPUT_TYPES) if isinstance(row, dict) and {"id", "sample"} <= set(row) \
-                else "not a completion"
-        except ValueError:  # not JSON, or not UTF-8
-            complaint = "not valid JSON"
-        if complaint and lineno <= len(complete):
-            raise ValueError(f"{path}:{lineno}: {complaint}; this is not an output file of sample.py (move it "
-                             f"away or pass another --out)")
-        if not complaint:
-            lines[(str(row["id"]), row["sample"])] = (line + b"\n", row)
-    if own and last:
-        print(f"{path}: {'dropping a torn last line' if complaint else 'adding the missing final newline'}",
+    lines, good, repair = {}, 0, False
+    if not path.exists():
+        return lines
+    with open(path, "rb") as f:
+        for lineno, line in enumerate(f, 1):
+            try:
+                row = json.loads(line)
+                complaint = None if isinstance(row, dict) and {"id", "sample"} <= set(row) else "not a completion"
+                complaint = complaint or row_type_error(row, OUTPUT_TYPES)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                row, complaint = None, "not valid JSON"
+            if not line.endswith(b"\n"):
+                if complaint:  # torn by a killed run
+                    break
+                line, repair = line + b"\n", True
+            elif complaint:
+                raise ValueError(f"{path}:{lineno}: {complaint}; this is not an output file of sample.py (move it "
+                                 f"away or pass another --out)")
+            lines[(str(row["id"]), row["sample"])] = (line, row)
+            good += len(line)
+    if own and (repair or good < path.stat().st_size):
+        print(f"{path}: {'adding the missing final newline' if repair else 'dropping a torn last line'}",
               file=sys.stderr)
-        if complaint:
-            os.truncate(path, path.stat().st_size - len(last))
-        else:
+        os.truncate(path, good - repair)
+        if repair:
             with open(path, "ab") as f:
                 f.write(b"\n")
     return lines
