@@ -233,10 +233,11 @@ def attention(q, k, v, info: AttnInfo, layer: int):
         return flash_attn.flash_attn_varlen_func(q, k, v, info.cu_seqlens, info.cu_seqlens, info.max_seqlen,
                                                  info.max_seqlen, causal=True).view(N, -1)
     if info.decode:
-        # one query per row against the row's keys, up to the longest row; the query heads that share a kv head are
-        # the "queries" of one SDPA call, masked past each row's length
-        keys, values = (c[layer][info.page_heads].view(B, Hkv, -1, D)[:, :, :index.max_len]
-                        for c in (cache.k_pages, cache.v_pages))
+        # one query per row against its keys up to the longest row (a view of consecutive pages, else gathered by
+        # index_select: 2.5x faster on CPU than a tensor index); the query heads of a kv head are one SDPA's queries
+        pick = (lambda pages: pages[info.page_heads]) if isinstance(info.page_heads, slice) else \
+            (lambda pages: pages.index_select(0, info.page_heads))
+        keys, values = (pick(c[layer]).view(B, Hkv, -1, D)[:, :, :index.max_len] for c in (cache.k_pages, cache.v_pages))
         out = F.scaled_dot_product_attention(q.view(B, Hkv, H // Hkv, D), keys, values, attn_mask=info.decode_bias)
         return out.view(N, -1)
     if info.doc_lengths is not None:
