@@ -233,8 +233,8 @@ def attention(q, k, v, info: AttnInfo, layer: int):
         return flash_attn.flash_attn_varlen_func(q, k, v, info.cu_seqlens, info.cu_seqlens, info.max_seqlen,
                                                  info.max_seqlen, causal=True).view(N, -1)
     if info.decode:
-        # one query per row against its keys up to the longest row (a view of consecutive pages, else gathered by
-        # index_select: 2.5x faster on CPU than a tensor index); the query heads of a kv head are one SDPA's queries
+        # one query per row, masked past its length; the keys are a view of consecutive pages, else gathered
+        # (index_select: on CPU 2.5x faster than a tensor index). A kv head's query heads are one SDPA's queries
         pick = (lambda pages: pages[info.page_heads]) if isinstance(info.page_heads, slice) else \
             (lambda pages: pages.index_select(0, info.page_heads))
         keys, values = (pick(c[layer]).view(B, Hkv, -1, D)[:, :, :index.max_len] for c in (cache.k_pages, cache.v_pages))
