@@ -147,8 +147,8 @@ class KVCache:
         self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(cfg.num_hidden_layers)]
         self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(cfg.num_hidden_layers)]
         self.n_pages, self.kv_heads, self.page_size = n_pages, cfg.num_key_value_heads, page_size
-        # a row per page of one head: what the SDPA decode gathers
-        self.k_pages, self.v_pages = ([t.view(-1, page_size, cfg.head_dim) for t in c] for c in (self.k, self.v))
+        # (keys, values): per layer, a row per page of one head: what the SDPA decode gathers
+        self.pages = tuple([t.view(-1, page_size, cfg.head_dim) for t in c] for c in (self.k, self.v))
 
     @staticmethod
     def page_bytes(cfg: Config, page_size: int, dtype: torch.dtype) -> int:
@@ -235,9 +235,9 @@ def attention(q, k, v, info: AttnInfo, layer: int):
     if info.decode:
         # one query per row, masked past its length; the keys are a view of consecutive pages, else gathered
         # (index_select: on CPU 2.5x faster than a tensor index). A kv head's query heads are one SDPA's queries
-        pick = (lambda pages: pages[info.page_heads]) if isinstance(info.page_heads, slice) else \
-            (lambda pages: pages.index_select(0, info.page_heads))
-        keys, values = (pick(c[layer]).view(B, Hkv, -1, D)[:, :, :index.max_len] for c in (cache.k_pages, cache.v_pages))
+        pick = (lambda p: p[info.page_heads]) if isinstance(info.page_heads, slice) else \
+            (lambda p: p.index_select(0, info.page_heads))
+        keys, values = (pick(pages[layer]).view(B, Hkv, -1, D)[:, :, :index.max_len] for pages in cache.pages)
         out = F.scaled_dot_product_attention(q.view(B, Hkv, H // Hkv, D), keys, values, attn_mask=info.decode_bias)
         return out.view(N, -1)
     if info.doc_lengths is not None:
