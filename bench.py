@@ -525,7 +525,21 @@ def gpu_training(path, device, tokens):
 
 
 def gpu_check(workdir: Path, device, shape=GPU_SHAPE, tokens=8192):
-    """Every GPU check, printed as bench lines."""
+    """Every GPU check, printed as bench lines, and what each should show:
+        logits_bf16     max |logit - fp32| of our bf16 model (flash-attn) vs transformers' bf16, a random 0.5B
+                        Qwen2: ratio about 1
+        greedy_fp32     prompts of 8 whose 64 greedy tokens equal transformers' (fp32, SDPA): ours 8
+        greedy_bf16     leading greedy tokens equal to fp32's, ours (flash-attn) vs transformers' bf16: ratio about 1
+                        (a random model's greedy tokens split early in bf16, in both)
+        fsdp_world1     loss and weights after 2 steps, FSDP2 in a group of one vs the unsharded model, fp32 (so
+                        SDPA: flash-attn has no fp32 kernels): below 1e-4
+        prefill_b1, prefill_b64, decode_b1, decode_b64
+                        tokens/s of sample.generate vs transformers' generate, the 0.5B model in bf16; ours timed
+                        after a first call has built its engine (KV cache sized, CUDA graphs captured), which the
+                        timed calls reuse, and released before transformers runs: ratio above 1
+        train_mfu       model FLOPs utilisation of our training step (8k tokens, bf16, checkpointing) vs
+                        transformers': ours 30-50% on an H100
+        plan_memory     peak memory measured on the GPU vs the plan for that step: ratio within 0.8-1.2"""
     big = tiny.make_model(workdir / "big", "qwen2", vocab_size=shape["vocab_size"], hidden=shape["hidden"],
                           layers=shape["layers"], heads=shape["heads"], kv_heads=shape["kv_heads"],
                           intermediate=shape["intermediate"], context=2 * tokens, seed=0)
