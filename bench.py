@@ -612,7 +612,8 @@ def main():
     if "--gpu" in sys.argv[1:]:
         if not torch.cuda.is_available():
             print("gpu-check: skipped: no CUDA device here (torch.cuda.is_available() is False). Run `make gpu-check` "
-                  "on a machine with a GPU (after `make gpu-install`); the README says what each line should show.")
+                  "on a machine with a GPU (after `make gpu-install`); bench.gpu_check's docstring says what each "
+                  "line should show.")
             return
         with tempfile.TemporaryDirectory() as d:
             gpu_check(Path(d), torch.device("cuda"))
