@@ -179,6 +179,23 @@ def test_cli_appends_and_resumes(qwen2, tmp_path, capsys):
     assert sorted(again) == sorted(first)  # the same seed gives the same completions whatever the batch
 
 
+def test_a_torn_part_file_is_cut_before_the_rerun_appends(qwen2, tmp_path):
+    """A killed run leaves its completions in its part file, the last line torn: the rerun cuts that line before
+    appending to the same file (else the next completion would be glued to it), and the merged output is whole."""
+    _, _, path = qwen2
+    prompts = tmp_path / "in.jsonl"
+    prompts.write_text("".join(json.dumps({"id": f"p{i}", "problem": p}) + "\n" for i, p in enumerate(PROBLEMS)))
+    out = tmp_path / "out.jsonl"
+    common = ["--model", path, "--prompts", prompts, "--out", out, "--samples", 2, "--max_new_tokens", 8,
+              "--temperature", 0.7]
+    assert run_cli(*common) is None
+    first = out.read_text().splitlines()
+    out.unlink()  # as if killed before the merge: only the part file (and the stamp) are there
+    (tmp_path / "out.jsonl.part-00000-of-00001").write_text("\n".join(first[:3]) + "\n" + first[3][:20])
+    assert run_cli(*common) is None
+    assert sorted(out.read_text().splitlines()) == sorted(first)
+
+
 def test_cli_names_the_bad_line(qwen2, tmp_path):
     _, _, path = qwen2
     bad = tmp_path / "bad.jsonl"
