@@ -57,10 +57,11 @@ def read_lines(path: Path, own: bool) -> dict:
     if own and (repair or good < path.stat().st_size):
         print(f"{path}: {'adding the missing final newline' if repair else 'dropping a torn last line'}",
               file=sys.stderr)
-        os.truncate(path, good - repair)
         if repair:
             with open(path, "ab") as f:
                 f.write(b"\n")
+        else:
+            os.truncate(path, good)
     return lines
 
 
