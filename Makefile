@@ -187,6 +187,17 @@ S2_MAX_NEW     ?= 16000
 TRAIN_FLAGS    ?=
 STATIC_FLAGS   ?=
 EVAL_FLAGS     ?=
+# the training data: DATA=official (the default) trains on the paper's own System-1 / System-2 files of the OFFICIAL
+# model size (data/prepare.py --official: downloaded from the release at the commit that still holds them, each
+# checked against its git blob SHA-1); DATA=built makes them with data/build.py from the models (for a new model)
+DATA           ?= official
+OFFICIAL       ?= 7b
+SYSTEM1_official = $(RUN)/official/system1.jsonl
+SYSTEM2_official = $(RUN)/official/system2.jsonl
+SYSTEM1_built    = $(RUN)/system1.jsonl
+SYSTEM2_built    = $(RUN)/system2.jsonl
+SYSTEM1 = $(or $(SYSTEM1_$(DATA)),$(error DATA=$(DATA): use official (the paper's files) or built))
+SYSTEM2 = $(SYSTEM2_$(DATA))
 DEV_SAMPLING   := --temperature 0.7 --top_p 1.0 --max_new_tokens $(DEV_MAX_NEW)
 BENCHES        := gsm8k_train gsm8k_test math500 aime24 amc23 aime_1983_2023 s1k
 need_model      = @test -f $(1)/config.json || { echo "error: $(1) is not a model directory (no config.json). Download \
@@ -196,9 +207,9 @@ set MODEL_DIR / LONG_MODEL / SHORT_MODEL."; exit 1; }
 .PHONY: reproduce reproduce-static report reproduce-7b reproduce-14b reproduce-7b-static reproduce-14b-static \
 	reproduce-tiny tiny-chain baselines tiny-baselines
 
-R1_7B  := RUN=out/r1_7b RECIPE=config/r1_7b.py LONG_MODEL=$(MODEL_DIR)/DeepSeek-R1-Distill-Qwen-7B \
+R1_7B  := RUN=out/r1_7b RECIPE=config/r1_7b.py OFFICIAL=7b LONG_MODEL=$(MODEL_DIR)/DeepSeek-R1-Distill-Qwen-7B \
 	SHORT_MODEL=$(MODEL_DIR)/Qwen2.5-7B-Instruct
-R1_14B := RUN=out/r1_14b RECIPE=config/r1_14b.py \
+R1_14B := RUN=out/r1_14b RECIPE=config/r1_14b.py OFFICIAL=14b \
 	LONG_MODEL=$(MODEL_DIR)/DeepSeek-R1-Distill-Qwen-14B SHORT_MODEL=$(MODEL_DIR)/Qwen2.5-14B-Instruct
 
 reproduce-7b: install gpu-ready
@@ -240,6 +251,11 @@ $(addprefix $(BENCH_DIR)/,$(addsuffix .jsonl,$(BENCHES))): $(BENCH_DIR)/%.jsonl:
 $(RUN)/dev.jsonl: $(BENCH_DIR)/aime_1983_2023.jsonl
 	$(PY) data/build.py dev --problems $< --size $(DEV_SIZE) --out $@
 
+# the paper's training data (DATA=official)
+$(RUN)/official/%.jsonl:
+	$(PY) data/prepare.py --official $(OFFICIAL) --only $* --out_dir $(@D)
+
+# the training data made anew (DATA=built)
 $(RUN)/system1.jsonl: $(BENCH_DIR)/gsm8k_train.jsonl
 	$(call need_model,$(SHORT_MODEL))
 	$(DATA_PARALLEL) data/build.py system1 --model $(SHORT_MODEL) --problems $< --out $@ --samples 1 --temperature 0.7 \
@@ -256,20 +272,20 @@ $(RUN)/bounds.json: $(RUN)/dev.jsonl
 	$(DATA_PARALLEL) data/build.py bounds --short $(SHORT_MODEL) --long $(LONG_MODEL) --problems $< --out $@ $(DEV_SAMPLING)
 
 # TLDR; chosen.json (the paper's checkpoint choice) is written when the run has finished
-$(RUN)/tldr/chosen.json: $(RUN)/system1.jsonl $(RUN)/system2.jsonl $(RUN)/dev.jsonl $(RUN)/bounds.json
+$(RUN)/tldr/chosen.json: $(SYSTEM1) $(SYSTEM2) $(RUN)/dev.jsonl $(RUN)/bounds.json
 	$(call need_model,$(LONG_MODEL))
 	$(PY) -m torch.distributed.run $(TORCHRUN_FLAGS) train.py $(RECIPE) --model=$(LONG_MODEL) \
-		--system1=$(RUN)/system1.jsonl --system2=$(RUN)/system2.jsonl \
+		--system1=$(SYSTEM1) --system2=$(SYSTEM2) \
 		--dev=$(RUN)/dev.jsonl --bounds=$(RUN)/bounds.json --dev_max_new_tokens=$(DEV_MAX_NEW) --out_dir=$(RUN)/tldr \
 		--resume $(TRAIN_FLAGS)
 	@test -f $@ || { echo "error: no checkpoint of $(RUN)/tldr kept 0.7 x the long model's dev accuracy; see $(RUN)/tldr/metrics.jsonl"; exit 1; }
 
 # the static 1:1 mixture as the paper ran it: the recipe with config/static.py, no dev set, and its final
 # checkpoint is the model evaluated (the run's folder stands for it); train.done marks a finished run
-$(RUN)/static/train.done: $(RUN)/system1.jsonl $(RUN)/system2.jsonl
+$(RUN)/static/train.done: $(SYSTEM1) $(SYSTEM2)
 	$(call need_model,$(LONG_MODEL))
 	$(PY) -m torch.distributed.run $(TORCHRUN_FLAGS) train.py $(RECIPE) config/static.py --model=$(LONG_MODEL) \
-		--system1=$(RUN)/system1.jsonl --system2=$(RUN)/system2.jsonl --out_dir=$(RUN)/static --resume \
+		--system1=$(SYSTEM1) --system2=$(SYSTEM2) --out_dir=$(RUN)/static --resume \
 		$(TRAIN_FLAGS) $(STATIC_FLAGS)
 	touch $@
 
@@ -348,7 +364,7 @@ tiny-baselines: $(TINY)/models/short/config.json
 # reproduce-tiny without the install step (the test runs it with its own interpreter: make tiny-chain PY=...)
 tiny-chain: $(TINY)/models/long/config.json $(TINY)/models/short/config.json
 	$(MAKE) reproduce reproduce-static PUBLISHED=7b RUN=$(TINY)/run BENCH_DIR=$(TINY)/bench LONG_MODEL=$(TINY)/models/long \
-		SHORT_MODEL=$(TINY)/models/short NPROC=2 DEV_SIZE=16 DEV_MAX_NEW=128 S1_MAX_NEW=64 S2_SAMPLES=2 S2_MAX_NEW=128 \
+		SHORT_MODEL=$(TINY)/models/short DATA=built NPROC=2 DEV_SIZE=16 DEV_MAX_NEW=128 S1_MAX_NEW=64 S2_SAMPLES=2 S2_MAX_NEW=128 \
 		TRAIN_FLAGS="$(TINY_TRAIN)" STATIC_FLAGS="$(TINY_STATIC)" EVAL_FLAGS="--max_new_tokens 128"
 
 $(TINY_BENCH): $(TINY)/bench/%.jsonl:

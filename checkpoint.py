@@ -369,14 +369,16 @@ def read_state(ckpt: Path) -> dict | None:
         state = json.loads((ckpt / "train_state" / "state.json").read_text())
     except (OSError, ValueError):
         return None
-    keys = {"step": int, "config": dict, "mixture": dict, "metrics": list, "world_size": int, "run_id": str}
+    keys = {"step": int, "config": dict, "mixture": dict, "metrics": list, "world_size": int, "run_id": str,
+            "data": dict}
     return state if isinstance(state, dict) and all(isinstance(state.get(k), t) for k, t in keys.items()) else None
 
 
-def resume_point(cfg, out_dir: Path, proc: Processes, log):
+def resume_point(cfg, out_dir: Path, proc: Processes, log, files: dict):
     """(checkpoint, state, master file) of the latest complete checkpoint to resume, or (None, None, None) for a
     new run. An interrupted write is a dot-directory, never taken. A new run never starts in a folder that holds
-    another run: its checkpoints, metrics and choice would be mixed with (and its pruning would delete) those."""
+    another run: its checkpoints, metrics and choice would be mixed with (and its pruning would delete) those. A
+    resumed run reads the same data as it began with: files ({name: {"path", "sha256"}}) against its state's."""
     if proc.rank == 0:  # checkpoints a killed or failed write left half-written (this run holds the folder's lock)
         for tmp in out_dir.glob(".step_*.tmp"):
             shutil.rmtree(tmp)
@@ -408,6 +410,13 @@ def resume_point(cfg, out_dir: Path, proc: Processes, log):
             raise SystemExit(f"{ckpt}: no float32 master weights ({master.name}) beside the rounded model weights; "
                              f"this checkpoint cannot be resumed exactly (start a new run from it with model={ckpt})")
         master = None
+    describe = lambda f: f"{f['path']} (sha256 {f['sha256'][:12]})" if f else "none"
+    for name in sorted(set(state["data"]) | set(files)):  # by content: the same file moved elsewhere is the same
+        was, now = state["data"].get(name), files.get(name)
+        if (was or {}).get("sha256") != (now or {}).get("sha256"):
+            raise SystemExit(f"{ckpt}: the run began with {name} {describe(was)}, now {describe(now)}: a resumed run "
+                             f"trains on the data it began with; restore that file, or start a new run (another "
+                             f"out_dir) with model={ckpt}")
     changed = {k: (v, getattr(cfg, k)) for k, v in state["config"].items()
                if getattr(cfg, k, v) != v and k not in ("resume", "max_steps", "wandb_project")}
     if changed:

@@ -8,6 +8,7 @@ import ast
 import contextlib
 import dataclasses
 import fcntl
+import hashlib
 import json
 import math
 import os
@@ -256,6 +257,15 @@ def type_error(field, value, types) -> str | None:
 def row_type_error(row: dict, types: dict) -> str | None:
     """The first complaint about a row's fields (types: field -> type or tuple of types, checked where present)."""
     return next((c for k, t in types.items() if k in row for c in [type_error(k, row[k], t)] if c), None)
+
+
+def file_digest(path) -> str:
+    """The SHA-256 of a file's content, read in blocks: what a resumed run or output compares, not sizes or times."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def read_json(path):

@@ -73,9 +73,14 @@ def prompt_ids(tok, problem: str, template: str | None = None) -> list[int]:
 
 def example_ids(tok, problem: str, response: str) -> tuple[list[int], int]:
     """A training example: the prompt exactly as at generation time, then the response and EOS.
-    Returns (ids, number of prompt tokens). The response is what the model writes after "<think>\n"."""
+    Returns (ids, number of prompt tokens). For a thinking model the prompt ends with "<think>\n": a response that
+    starts with it too (R1's answers under its older template) has it once, and a response without "</think>" (an
+    answer without thought: Qwen2.5-Instruct's System-1 answers, the official System-1 files) follows an empty
+    thought, so that every example closes its thinking and the answer stands after "</think>" as in R1's."""
     prompt = prompt_ids(tok, problem)
-    response = response.removeprefix("<think>\n")
+    if prompt_text(tok, problem).endswith("<think>\n"):
+        response = response.removeprefix("<think>\n")
+        response = response if "</think>" in response else "\n</think>\n\n" + response
     completion = tok(response, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
     return prompt + completion, len(prompt)
 

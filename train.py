@@ -40,7 +40,7 @@ import torch.distributed as dist
 from checkpoint import (MetricsLog, Weights, checkpoints, load_optimizer, load_tokenizer, model_path, read_config,
                         resume_point, save_checkpoint, shard_file)
 from common import (FRACTION, PROBLEM_TYPES, RULES, TEXT, above, at_least, atomic_write, between, example_error,
-                    one_of, read_jsonl, read_settings, setting)
+                    file_digest, one_of, read_jsonl, read_settings, setting)
 from model import Config, Transformer, attention_summary, rope_inv_freq, weight_shapes
 from plan import check_plan, dev_cache_bytes
 from processes import (Processes, all_gather_lists, all_sum, full, local, run_lock, shard, shard_rows,
@@ -81,6 +81,7 @@ class TrainConfig:
     beta1: float = setting(0.9, between(0, 1, True))
     beta2: float = setting(0.999, between(0, 1, True))
     grad_clip: float = setting(1.0, at_least(0))    # 0 = no clipping
+    eps: float = setting(1e-8, above(0))            # AdamW's epsilon
     activation_checkpointing: bool = False
     # dev evaluation (the same sampling settings as the bounds)
     eval_interval: int = setting(32, at_least(1))
@@ -332,6 +333,7 @@ class RunData:
     dev_rows: list
     dev_prompts: list
     examples: dict  # System (1 or 2) -> its (ids, prompt length) examples
+    files: dict     # the files read, {name: {"path", "sha256"}}: recorded in the state, compared on resume
 
     @property
     def sizes(self):
@@ -359,7 +361,9 @@ def load_data(cfg) -> RunData:
     weights = (cfg.w_short, 1 - cfg.w_short)
     examples = {k: [] if cfg.mixture == "static" and weights[k - 1] == 0 and not path else
                 load_examples(path, tok, cfg.max_len, f"system{k}") for k, path in ((1, cfg.system1), (2, cfg.system2))}
-    return RunData(tok, bounds, dev_rows, [prompt_ids(tok, r["problem"]) for r in dev_rows], examples)
+    files = {name: {"path": str(Path(path).resolve()), "sha256": file_digest(path)} for name, path in
+             (("system1", cfg.system1), ("system2", cfg.system2), ("dev", cfg.dev), ("bounds", cfg.bounds)) if path}
+    return RunData(tok, bounds, dev_rows, [prompt_ids(tok, r["problem"]) for r in dev_rows], examples, files)
 
 
 def train_step(step, cfg, model, opt, mixture, data: RunData, proc: Processes, out_dir: Path) -> dict:
@@ -445,14 +449,15 @@ def train(cfg, proc: Processes, log):
     # -----------------------------------------------------------------------------
     # model and optimizer: a new run, or the latest checkpoint of this one
     out_dir = Path(cfg.out_dir)
-    ckpt, state, master_file = resume_point(cfg, out_dir, proc, log)
+    ckpt, state, master_file = resume_point(cfg, out_dir, proc, log, data.files)
     # a run's id (kept by a resumed run) marks its checkpoints: pruning (rank 0's) only ever removes its own
     start, state = (state["step"], state) if state else (0, {"metrics": [], "run_id": uuid.uuid4().hex})
     if ckpt:
         mixture.load_state_dict(state["mixture"])
     model = build_model(cfg, Path(ckpt or cfg.model), master_file, proc)
     model.gradient_checkpointing = cfg.activation_checkpointing
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps,
+                            weight_decay=cfg.weight_decay)
     if start:
         load_optimizer(opt, ckpt / "train_state" / shard_file("optimizer", proc.rank, proc.world))
     metrics = MetricsLog(cfg, out_dir, [m for m in state["metrics"] if m["step"] <= start], proc.rank == 0)
@@ -476,7 +481,7 @@ def train(cfg, proc: Processes, log):
         if step % cfg.save_interval == 0 or step == cfg.max_steps:
             chosen = choose([x for x in metrics.rows if "dev_acc" in x], data.bounds.long_acc) if data.bounds else None
             state = {"step": step, "config": dataclasses.asdict(cfg), "mixture": mixture.state_dict(),
-                     "metrics": metrics.rows, "run_id": state["run_id"]}
+                     "metrics": metrics.rows, "run_id": state["run_id"], "data": data.files}
             log(f"saved {save_checkpoint(model, opt, cfg, state, out_dir, step, chosen and chosen['step'], proc)}")
 
     # -----------------------------------------------------------------------------

@@ -19,6 +19,7 @@ lr = 1e-5                       # T7:138
 lr_schedule = "constant"        # T7:141 (its warmup_ratio 0.01, T7:140, does nothing under constant)
 weight_decay = 0.0              # T7:139
 grad_clip = 1.0                 # HF's default max_grad_norm (training_args.py:898)
+eps = 1e-8                      # HF's default adam_epsilon (training_args.py:897), torch's AdamW
 activation_checkpointing = True  # T7:144
 eval_interval = 32              # T7:133-134
 save_interval = 32              # T7:135-137

@@ -18,9 +18,9 @@ so a killed run resumes where it stopped), then writes OUT in one atomic step.
     torchrun --nproc_per_node=8 data/build.py system2 --model ... (the same flags)
 
 Problems are JSON Lines {"id", "problem", "answer"}. The data sets are JSON Lines {"id", "problem", "response"}
-in the format train.py reads: the response is what the model writes after the prompt's "<think>\n". A short
-model that does not think (no <think> token) answers directly; its answer becomes a short thought followed by
-the boxed final answer, so System-1 examples have the shape of R1's answers, only brief.
+in the format train.py reads, each response as the model wrote it. A short model that does not think (no <think>
+token) answers directly; training renders such an answer after an empty thought (sample.example_ids), so that
+System-1 examples close their thinking as R1's answers do, only at once.
 """
 
 import json
@@ -74,14 +74,6 @@ def sample_and_grade(model_dir, problems, samples_path, args, n):
     return rows
 
 
-def as_r1_response(row):
-    """A response in R1's shape: thinking, "</think>", then the answer. A model that did not think gets its
-    whole answer as a (short) thought and the boxed final answer after it."""
-    if "</think>" in row["response"]:
-        return row["response"]
-    return f"{row['response'].strip()}\n</think>\n\nThe final answer is $\\boxed{{{row['pred']}}}$."
-
-
 def write_dataset(rows, out: Path, pick):
     """One example per problem, chosen by `pick` among its correct responses; problems without any are counted."""
     by_problem = defaultdict(list)
@@ -94,7 +86,7 @@ def write_dataset(rows, out: Path, pick):
             none_correct.append(pid)
             continue
         best = pick(correct)
-        kept.append({"id": best["id"], "problem": best["problem"], "response": as_r1_response(best),
+        kept.append({"id": best["id"], "problem": best["problem"], "response": best["response"],
                      "tokens": best["tokens"]})
     if not kept:
         sys.exit(f"error: no problem got a correct answer ({len(by_problem)} problems); {out} is not written")

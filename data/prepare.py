@@ -1,9 +1,11 @@
 """
 Download the math benchmarks from the Hugging Face Hub and write them as JSON Lines, one problem per
-line with "id", "problem", "answer" (and "solution", "subject", "level" where the source has them):
+line with "id", "problem", "answer" (and "solution", "subject", "level" where the source has them); or, with
+--official, the official release's own training data:
 
     python data/prepare.py                          # every set into data/bench/
     python data/prepare.py --only gsm8k_test,math500 --out_dir data/bench
+    python data/prepare.py --official 7b --out_dir out/r1_7b/official    # system1.jsonl, system2.jsonl
 
 | file                 | source on the Hub                                               |
 | -------------------- | --------------------------------------------------------------- |
@@ -21,6 +23,16 @@ s1K the last \\boxed{} of its reference solution, or the whole solution when it 
 problems whose solution is a proof or an essay have no answer a grader can check: they are left out and
 counted).
 
+The official training data (--official 7b or 14b): the System-1 / System-2 files the paper trained on, published in
+github zzli2022/TLDR and deleted at its HEAD (a460888); GitHub still serves them at the commit before (OFFICIAL
+below). Each download is checked against its git blob SHA-1 before anything reads it (a truncated or altered file
+is refused and nothing is written), then converted to train.py's format: the official reader takes one JSON object
+per line (src/train_dynamic_lora/cot_domain.py:75, the .json files too) and the trainer only its "query" and
+"response" (TR:759-763 of the release): they become "problem" and "response", any other field is left out, and a
+line without both strings is refused with the file and line. The response is kept as written; sample.example_ids
+says how a response with and without a think block is rendered. --official_url fetches from a mirror (a file://
+folder holding the release's paths) instead.
+
 Checksums: every file written is listed with its SHA-256 in OUT/SHA256SUMS (`sha256sum -c SHA256SUMS`
 checks a copy later). The six benchmark files must come out byte for byte as the copies this repository
 was checked against (CHECKSUMS below); a file that differs is still written, with a warning, because the
@@ -29,12 +41,16 @@ Hub copy has then changed since. Needs network access to the Hub and pyarrow for
 
 import csv
 import hashlib
+import http.client
 import re
+import shutil
 import sys
+import tempfile
+import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common import ArgumentParser, atomic_write, jsonl_text, read_jsonl  # noqa: E402
+from common import TEXT, ArgumentParser, atomic_write, jsonl_text, read_jsonl  # noqa: E402
 
 OUT_DIR = Path(__file__).resolve().parent / "bench"
 
@@ -136,6 +152,76 @@ CONVERT = {
     "s1k": s1k_rows,
 }
 
+# the official training data: size -> set -> (its path in the release at OFFICIAL_COMMIT, its git blob SHA-1)
+OFFICIAL_COMMIT = "40f7a16584a785cf711c5c9cbc24167c45afddc4"
+OFFICIAL_URL = f"https://raw.githubusercontent.com/zzli2022/TLDR/{OFFICIAL_COMMIT}/"
+OFFICIAL = {
+    "7b": {"system1": ("data/data_repo/7b_train/gsm8k_7b_shortcot.json", "4bffd534dff1f5e3e0e2d17714cf30f1aa54404e"),
+           "system2": ("data/data_repo/7b_train/s1_7b_r1_prompt_shortest_response.json",
+                       "0b10de97c63236e41a5412ccab93f49fea9c5858")},
+    "14b": {"system1": ("data/data_repo/14b_train/gsm8k_14b_shortcot_ds.jsonl",
+                        "f29ced3ea92c5200e0e97a65481c7b8b199a7302"),
+            "system2": ("data/data_repo/14b_train/s1_14b_longcot_outputs_ds.jsonl",
+                        "c936a218030da93895808c33e0cdc945608e761a")},
+}
+OFFICIAL_MAX_BYTES = 2**31  # no official file is near this: a larger answer is not one of them
+
+
+def git_blob_sha1(path: Path) -> str:
+    """The id git gives a file's content, sha1(b"blob <size>\\0" + content), computed as it is read."""
+    h = hashlib.sha1(b"blob %d\0" % path.stat().st_size)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fetch_official(url: str, dest: Path):
+    """url into dest, streamed, at most OFFICIAL_MAX_BYTES; any failure is one line."""
+    try:
+        with urllib.request.urlopen(url, timeout=60) as r, open(dest, "wb") as f:
+            while block := r.read(1 << 20):
+                if f.tell() + len(block) > OFFICIAL_MAX_BYTES:
+                    sys.exit(f"error: {url}: more than {OFFICIAL_MAX_BYTES >> 30} GiB, not an official file; "
+                             f"nothing was written")
+                f.write(block)
+    except (OSError, ValueError, http.client.HTTPException) as e:  # no network, a 404, a cut connection, a bad URL
+        sys.exit(f"error: could not download {url} ({type(e).__name__}: {e}); nothing was written. --official "
+                 f"needs access to raw.githubusercontent.com; offline, copy the release's files (at commit "
+                 f"{OFFICIAL_COMMIT[:7]}) into a folder and pass --official_url file:///that/folder/")
+
+
+def official_rows(path: Path, source: str, prefix: str) -> list[dict]:
+    """The official {"query", "response"} lines as our {"id", "problem", "response", "source"} rows."""
+    rows = read_jsonl(path, required=("query", "response"), types={"query": TEXT, "response": TEXT})
+    return [{"id": f"{prefix}-{i}", "problem": r["query"], "response": r["response"], "source": source}
+            for i, r in enumerate(rows)]
+
+
+def prepare_official(size: str, names: list[str], out_dir: Path, base_url: str):
+    """Each set of the official release's training data: downloaded, its git blob SHA-1 checked, converted."""
+    for name in names:
+        path, blob = OFFICIAL[size][name]
+        url = base_url.rstrip("/") + "/" + path
+        with tempfile.TemporaryDirectory(dir=out_dir, prefix=".official-") as tmp:  # removed whatever happens
+            raw = Path(tmp) / Path(path).name  # (so that an error names the official file and its line)
+            fetch_official(url, raw)
+            got = git_blob_sha1(raw)
+            if got != blob:
+                sys.exit(f"error: {url}: git blob {got[:12]}, the release's file is {blob[:12]} ({raw.stat().st_size}"
+                         f" bytes received): truncated or not the official file; nothing was written. Run again, or "
+                         f"check --official_url")
+            try:
+                rows = official_rows(raw, f"zzli2022/TLDR@{OFFICIAL_COMMIT[:7]}:{path}", f"tldr-{size}-{name}")
+            except ValueError as e:
+                sys.exit(f"error: {url}: {e}; nothing was written")
+        text = jsonl_text(rows)
+        atomic_write(out_dir / f"{name}.jsonl", text)
+        record_checksum(out_dir, f"{name}.jsonl", sha256(text))
+        print(f"prepare: {out_dir / (name + '.jsonl')}: {len(rows)} examples of the official {size} data ({path}, "
+              f"git blob {blob[:12]} checked)")
+
+
 # -----------------------------------------------------------------------------
 # download and read
 
@@ -180,14 +266,22 @@ def record_checksum(out_dir, name, digest):
 def main(argv=None):
     p = ArgumentParser(description=__doc__)
     p.add_argument("--out_dir", default=str(OUT_DIR), help="output directory (default data/bench)")
-    p.add_argument("--only", help=f"comma-separated subset of: {', '.join(SOURCES)}")
+    p.add_argument("--only", help=f"comma-separated subset of: {', '.join(SOURCES)} (with --official: system1, "
+                   f"system2)")
+    p.add_argument("--official", choices=list(OFFICIAL), help="the official release's training data of this model "
+                   "size instead of the benchmarks")
+    p.add_argument("--official_url", default=OFFICIAL_URL, help="where the release's files are (default: GitHub at "
+                   "the commit that still holds them)")
     args = p.parse_args(argv)
-    names = [s.strip() for s in args.only.split(",")] if args.only else list(SOURCES)
-    unknown = [s for s in names if s not in SOURCES]
+    sets = OFFICIAL[args.official] if args.official else SOURCES
+    names = [s.strip() for s in args.only.split(",")] if args.only else list(sets)
+    unknown = [s for s in names if s not in sets]
     if unknown:
-        sys.exit(f"error: unknown set(s) {', '.join(unknown)}; choose from {', '.join(SOURCES)}")
+        sys.exit(f"error: unknown set(s) {', '.join(unknown)}; choose from {', '.join(sets)}")
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if args.official:
+        return prepare_official(args.official, names, out_dir, args.official_url)
     for name in names:
         repo, filename, expected = SOURCES[name]
         try:

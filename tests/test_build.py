@@ -21,11 +21,26 @@ def test_system2_keeps_the_shortest_correct_answer_and_counts_misses(tmp_path, c
     assert "1 of 2 problems had no correct answer and are left out: b" in capsys.readouterr().out
 
 
-def test_a_short_model_answer_gets_the_r1_shape():
-    r = {"response": "2 + 2 = 4.\nSo the answer is \\boxed{4}.", "pred": "4"}
-    assert build.as_r1_response(r) == \
-        "2 + 2 = 4.\nSo the answer is \\boxed{4}.\n</think>\n\nThe final answer is $\\boxed{4}$."
-    assert build.as_r1_response({"response": "a</think>\n\n\\boxed{4}", "pred": "4"}) == "a</think>\n\n\\boxed{4}"
+@pytest.mark.parametrize("response, rendered", [
+    ("Let me see.\n</think>\n\n\\boxed{4}", "<think>\nLet me see.\n</think>\n\n\\boxed{4}"),  # R1's own
+    ("<think>\nLet me see.\n</think>\n\n\\boxed{4}", "<think>\nLet me see.\n</think>\n\n\\boxed{4}"),  # older template
+    ("2 + 2 = 4. The answer is \\boxed{4}.", "<think>\n\n</think>\n\n2 + 2 = 4. The answer is \\boxed{4}."),  # no thought
+])
+def test_a_response_with_or_without_a_think_block_closes_its_thinking_once(response, rendered, monkeypatch):
+    """Training data, built or official, hold responses as their models wrote them: R1's with its thinking (after the
+    prompt's "<think>\n", or repeating it), an instruct model's without. Each is rendered so that the assistant turn
+    opens its thinking once and closes it before the answer; a model without a <think> token gets the text as is."""
+    import sample
+    import tiny
+    tok = tiny.make_tokenizer()
+    ids, n_prompt = sample.example_ids(tok, "2+2?", response)
+    assert tok.decode(ids).endswith("<｜Assistant｜>" + rendered + tiny.EOS)
+    assert tok.decode(ids[:n_prompt]).endswith("<｜Assistant｜><think>\n")
+    monkeypatch.setattr(tiny, "THINK", [])  # an instruct model: no <think> token, a template that opens none
+    plain = tiny.make_tokenizer()
+    plain.chat_template = tiny.CHAT_TEMPLATE.replace("<think>\n{% endif %}", "{% endif %}")
+    ids, n_prompt = sample.example_ids(plain, "2+2?", response)
+    assert plain.decode(ids[n_prompt:]) == response + tiny.EOS
 
 
 def test_no_correct_answer_at_all_writes_nothing(tiny_models, tmp_path):

@@ -133,3 +133,90 @@ def test_conversion_reproduces_the_reference_copies_byte_for_byte(shared_data, t
         assert (out / f"{n}.jsonl").read_bytes() == (shared_data / f"{n}.jsonl").read_bytes(), n
     p = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=out, capture_output=True, text=True)
     assert p.returncode == 0 and p.stdout.count(": OK") == 3
+
+
+# -----------------------------------------------------------------------------
+# the official training data, served by a local HTTP server in the release's layout
+
+
+@pytest.fixture
+def release(tmp_path, monkeypatch):
+    """A local server holding 7B files in the official format (one JSON object per line, query and response), and
+    prepare.OFFICIAL pointing at their git blob ids. Returns (base url, the served folder, write(name, text))."""
+    import functools
+    import http.server
+    import threading
+    root = tmp_path / "release"
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(
+        http.server.SimpleHTTPRequestHandler, directory=str(root)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    table = {}
+    monkeypatch.setattr(prepare, "OFFICIAL", {"7b": table})
+
+    def write(name, text, served=None):
+        """The official file of `name` is `text`; the server sends `served` (default: the same bytes)."""
+        path = f"data/data_repo/7b_train/{name}.json"
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_bytes(text.encode())
+        table[name] = (path, prepare.git_blob_sha1(root / path))
+        if served is not None:
+            (root / path).write_bytes(served.encode())
+
+    yield f"http://127.0.0.1:{server.server_address[1]}/", write
+    server.shutdown()
+
+
+SYSTEM1_LINES = "".join(json.dumps({"query": f"{a} + {a}?", "response": f"{a} + {a} = {2 * a}. The answer is "
+                                    f"\\boxed{{{2 * a}}}.", "extra": 1}) + "\n" for a in range(1, 9))
+SYSTEM2_LINES = "".join(json.dumps({"query": f"{a} * {b}?", "response": f"<think>\n{a} times {b}. Wait, check: "
+                                    f"{a * b}.\n</think>\n\n\\boxed{{{a * b}}}"}) + "\n" for a in range(2, 7) for b in (3, 7))
+
+
+def test_the_official_data_is_downloaded_checked_converted_and_trained_on(release, tmp_path, tiny_models):
+    url, write = release
+    write("system1", SYSTEM1_LINES)
+    write("system2", SYSTEM2_LINES)
+    out = tmp_path / "run" / "official"
+    prepare.main(["--official", "7b", "--out_dir", str(out), "--official_url", url])
+    s1 = [json.loads(line) for line in (out / "system1.jsonl").read_text().splitlines()]
+    assert s1[0] == {"id": "tldr-7b-system1-0", "problem": "1 + 1?", "response": "1 + 1 = 2. The answer is \\boxed{2}.",
+                     "source": f"zzli2022/TLDR@40f7a16:data/data_repo/7b_train/system1.json"}  # "extra" left out
+    assert len(s1) == 8 and sorted(os.listdir(out)) == ["SHA256SUMS", "system1.jsonl", "system2.jsonl"]
+    import train
+    train.main([f"--model={tiny_models['qwen2']}", f"--system1={out / 'system1.jsonl'}",
+                f"--system2={out / 'system2.jsonl'}", "--mixture=static", f"--out_dir={tmp_path / 'run' / 'tldr'}",
+                "--max_steps=2", "--global_batch=4", "--row_tokens=512", "--max_len=512", "--save_interval=2"])
+    state = json.loads((tmp_path / "run" / "tldr" / "step_000002" / "train_state" / "state.json").read_text())
+    assert state["step"] == 2 and state["data"]["system1"]["sha256"] == prepare.sha256(
+        (out / "system1.jsonl").read_text())
+
+
+@pytest.mark.parametrize("served, why", [
+    (SYSTEM1_LINES[:len(SYSTEM1_LINES) // 2], "truncated"),
+    (SYSTEM1_LINES.replace("\\\\boxed{4}", "\\\\boxed{5}"), "altered"),
+])
+def test_a_truncated_or_altered_download_is_refused_and_leaves_nothing(release, tmp_path, served, why):
+    url, write = release
+    write("system1", SYSTEM1_LINES, served=served)
+    out = tmp_path / "official"
+    with pytest.raises(SystemExit, match="truncated or not the official file; nothing was written") as e:
+        prepare.main(["--official", "7b", "--only", "system1", "--out_dir", str(out), "--official_url", url])
+    assert "git blob" in str(e.value) and os.listdir(out) == [], why
+
+
+def test_a_line_the_official_trainer_could_not_read_is_refused_with_its_line(release, tmp_path):
+    url, write = release
+    write("system1", SYSTEM1_LINES + json.dumps({"query": "q", "answer": "not a response"}) + "\n")
+    out = tmp_path / "official"
+    with pytest.raises(SystemExit, match=r"system1.json:9: missing field\(s\) response; .*nothing was written"):
+        prepare.main(["--official", "7b", "--only", "system1", "--out_dir", str(out), "--official_url", url])
+    assert os.listdir(out) == []
+
+
+def test_an_unreachable_release_is_one_line_and_nothing_written(tmp_path):
+    out = tmp_path / "official"
+    with pytest.raises(SystemExit, match="could not download http://127.0.0.1:9/data/data_repo/7b_train/"
+                                         "gsm8k_7b_shortcot.json .*nothing was written.*--official_url file:///"):
+        prepare.main(["--official", "7b", "--only", "system1", "--out_dir", str(out),
+                      "--official_url", "http://127.0.0.1:9/"])
+    assert os.listdir(out) == []

@@ -53,7 +53,8 @@ def test_the_recipes_are_the_official_settings_or_say_why_not(size):
         assert row["source"], row
         if official is None:  # the setting does not apply to this recipe (loss_group under sequence)
             continue
-        want = row.get("ours", official)  # "ours": where we differ, on purpose, with a "why"
+        ours_row = row.get("ours", official)  # "ours": where we differ, on purpose, with a "why" (per size or both)
+        want = ours_row[size] if isinstance(ours_row, dict) else ours_row
         assert ours[row["setting"]] == want, (size, row["setting"], ours[row["setting"]], want)
         if want != official:
             assert row.get("why"), f"{row['setting']}: ours differs from the official {official}: say why"
@@ -72,9 +73,83 @@ def test_the_static_arm_is_the_papers_or_says_why_not():
 def test_every_difference_outside_train_py_has_a_source_and_the_14b_recipe_differs_only_where_it_must():
     assert all(row["official"] and row["ours"] for row in OFFICIAL["elsewhere"])
     r7, r14 = resolved("7b"), resolved("14b")
-    assert {k for k in r7 if r7[k] != r14[k]} == {"model", "global_batch", "loss_norm", "dev_batch_size"}
+    assert {k for k in r7 if r7[k] != r14[k]} == {"model", "global_batch", "loss_norm", "dev_batch_size", "grad_clip",
+                                                  "eps"}
 
 
 def test_readme_shows_the_official_table():
     assert readme_table() in (ROOT / "README.md").read_text(), \
         "README: the recipe tables must read (paste):\n" + readme_table()
+
+
+# -----------------------------------------------------------------------------
+# the official 14B step, emulated: Hugging Face's model and loss as transformers 4.46.3 ran them under DeepSpeed
+
+
+def official_14b_update(model_dir, examples, gpus, lr):
+    """One optimizer step of the official 14B run on `examples`, each GPU accumulating its consecutive share one
+    sequence at a time: HF's loss is the summed token loss over num_items_in_batch, the GPU's completion tokens over
+    its accumulation steps (trainer.py:3612,3628-3633 of 4.46.3); DeepSpeed divides it by the accumulation steps
+    once more (engine.py:1995-1996) and ZeRO averages the GPUs' gradients; clipped at HF's max_grad_norm 1.0, then
+    torch's AdamW with HF's adam_epsilon 1e-8. Returns each Hugging Face tensor's update and the gradient norm."""
+    import torch
+    from transformers import AutoModelForCausalLM
+    hf = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    before = {k: v.clone() for k, v in hf.state_dict().items()}
+    steps = len(examples) // gpus
+    for g in range(gpus):
+        mine = examples[g * steps:(g + 1) * steps]
+        num_items = torch.tensor(sum(len(ids) - n_prompt for ids, n_prompt in mine))
+        for ids, n_prompt in mine:
+            labels = torch.tensor([[-100] * n_prompt + ids[n_prompt:]])
+            loss = hf(input_ids=torch.tensor([ids]), labels=labels, num_items_in_batch=num_items).loss
+            (loss / steps).backward()  # DeepSpeed's scale_wrt_gas
+    for p in hf.parameters():
+        p.grad /= gpus
+    norm = torch.nn.utils.clip_grad_norm_(hf.parameters(), 1.0).item()
+    torch.optim.AdamW(hf.parameters(), lr=lr, eps=1e-8, weight_decay=0.0).step()
+    return {k: v - before[k] for k, v in hf.state_dict().items()}, norm
+
+
+def our_update(model_dir, examples, cfg, grad_clip, eps):
+    """One optimizer step of train.py's (loss_norm group) on the same examples, as Hugging Face tensors' updates."""
+    import torch
+    import checkpoint
+    import model as M
+    m = M.Transformer.from_pretrained(model_dir).train()
+    before = {k: v.clone() for k, v in m.tensors().items()}
+    scales = train.token_scales(examples, cfg.loss_norm, cfg.loss_group)
+    train.forward_backward(m, examples, scales, train.split_and_pack(examples, 1, cfg.row_tokens), 0, grad_clip, "cpu")
+    torch.optim.AdamW(m.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=eps,
+                      weight_decay=cfg.weight_decay).step()
+    out = {}
+    for name, t in m.tensors().items():
+        parts = checkpoint.hf_parts(m.config, name)
+        out.update({hf: d for (hf, _), d in zip(parts, (t - before[name]).split([n or len(t) for _, n in parts]))})
+    return out
+
+
+@pytest.mark.parametrize("init_std, official_clips", [(0.02, False), (0.3, True)])
+def test_the_14b_recipe_takes_the_official_step(tmp_path, init_std, official_clips):
+    """config/r1_14b.py's grad_clip 4.0 and eps 4e-8 make our step the official one, whose gradient was 1/4 of ours:
+    with a gradient norm between 1 and 4 (the official run did not clip) and above 4 (it did). Back at 1.0 / 1e-8
+    (either one) the update differs by tenths of the lr; the equality holds to fp32 round-off (per element, the
+    update over lr is AdamW's first step, in [-1, 1])."""
+    import sample
+    import tiny
+    import checkpoint
+    tiny.make_model(tmp_path / "model", "qwen2", seed=0, init_std=init_std)
+    tok = checkpoint.load_tokenizer(tmp_path / "model")
+    # 2 GPUs x 4 accumulated sequences of varied lengths: the 14B run's shape (8 GPUs x 4) at a quarter of the width
+    examples = [sample.example_ids(tok, f"{a}*{b}", f"{a} times {b}. " + "Wait, let me check. " * (a * b % 9)
+                                   + f"</think>\n\n\\boxed{{{a * b}}}")
+                for a, b in [(1, 2), (3, 4), (2, 5), (4, 4), (5, 3), (6, 1), (7, 2), (8, 3)]]
+    cfg = read_settings(train.TrainConfig, [str(ROOT / "config" / "r1_14b.py"), "--global_batch=8", "--lr=1e-3"])
+    assert (cfg.loss_norm, cfg.loss_group) == ("group", 4)
+    official, norm = official_14b_update(tmp_path / "model", examples, 2, cfg.lr)
+    assert (norm > 1.0) == official_clips and 4 * norm > 1.0  # (ours, 4 x norm, is clipped at 1.0 in both cases)
+    gap = lambda ours: max((ours[k] - official[k]).abs().max().item() / cfg.lr for k in ours)
+    assert gap(our_update(tmp_path / "model", examples, cfg, cfg.grad_clip, cfg.eps)) < 1e-2
+    for grad_clip, eps in [(1.0, cfg.eps), (cfg.grad_clip, 1e-8)] + ([] if official_clips else [(1.0, 1e-8)]):
+        assert gap(our_update(tmp_path / "model", examples, cfg, grad_clip, eps)) > 5e-2, (grad_clip, eps)
+    # (when both clip, a unit-norm gradient is the same for both: 1.0 and 1e-8 together then agree, as they must)
