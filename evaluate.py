@@ -54,8 +54,8 @@ SKYTHOUGHT_PROMPTS = {
     "math500": BOXED, "aime24": BOXED, "amc23": BOXED,
 }
 
-# Named protocols; every sampling setting can be overridden on the command line. prompts: {benchmark: user-turn
-# template} (None: the R1 prompt that training uses, sample.prompt_text)
+# Named protocols; every sampling setting can be overridden on the command line. samples: per benchmark ("*": any
+# other, else 1); prompts: {benchmark: user-turn template} (None: the R1 prompt that training uses, sample.prompt_text)
 PROTOCOLS = {
     # DeepSeek's protocol for the R1 models (R1 paper / model card); one sample per problem unless --samples
     "deepseek": dict(temperature=0.6, top_p=0.95, max_new_tokens=32768, samples={}, prompts=None),
@@ -67,7 +67,17 @@ PROTOCOLS = {
     # small sets): beside tldr-paper it shows how much of a model's compression is answers cut at 8192
     "long": dict(temperature=0.7, top_p=1.0, max_new_tokens=32768, samples={"aime24": 16, "amc23": 16},
                  prompts=SKYTHOUGHT_PROMPTS),
+    # the protocol of the field's latest one-table comparison of compressed R1-Distill-Qwen-7B models (DLER, NVIDIA
+    # 2025, the model card's sampling: temperature 0.6, top_p 0.95): 32k tokens, 16 samples on every benchmark but
+    # GSM8K and MATH500, DeepSeek's prompt
+    "dler": dict(temperature=0.6, top_p=0.95, max_new_tokens=32768, samples={"gsm8k": 1, "math500": 1, "*": 16},
+                 prompts=None),
 }
+
+
+def protocol_samples(protocol: str, bench: str) -> int:
+    samples = PROTOCOLS[protocol]["samples"]
+    return samples.get(bench, samples.get("*", 1))
 
 
 def prompt_template(protocol: str, bench: str) -> str | None:
@@ -91,7 +101,7 @@ def _mean(xs):
     return sum(xs) / len(xs) if xs else None
 
 
-def _quantile(xs, q):
+def quantile(xs, q):
     """numpy's default (linear) quantile of a list, None for an empty one."""
     xs = sorted(xs)
     if not xs:
@@ -131,8 +141,8 @@ def bench_metrics(problems, responses, n):
         "pass@k": {str(k): _mean(pass_at_k(n, c, k) for c in correct) for k in ks},
         # output tokens in the model's own tokenizer: the generated ids, the stop token included
         "tokens": _mean(r["tokens"] for r in responses),
-        "tokens_median": _quantile([r["tokens"] for r in responses], 0.5),
-        "tokens_p90": _quantile([r["tokens"] for r in responses], 0.9),
+        "tokens_median": quantile([r["tokens"] for r in responses], 0.5),
+        "tokens_p90": quantile([r["tokens"] for r in responses], 0.9),
         "tokens_correct": _mean(r["tokens"] for r in responses if r["correct"]),
         "tokens_wrong": _mean(r["tokens"] for r in responses if not r["correct"]),
         "cut_at_limit": _mean(r["finish"] == "length" for r in responses),  # the share of answers cut at the cap
@@ -348,7 +358,7 @@ def run_evaluation(args):
     # the user turn of every benchmark's prompts, as the summary and the report show it
     r1_prompt = "\n".join(filter(None, ["{problem}", tok.init_kwargs.get("prompt_instruction", sample.INSTRUCTION)]))
     settings["prompts"] = {b: prompt_template(args.protocol, b) or r1_prompt for b in problems}
-    settings["samples"] = {b: args.samples or PROTOCOLS[args.protocol]["samples"].get(b, 1) for b in problems}
+    settings["samples"] = {b: args.samples or protocol_samples(args.protocol, b) for b in problems}
     summary = {"model": args.model, "settings": settings, "benchmarks": {}}
     for b, rows in problems.items():
         metrics = answer_benchmark(model, tok, b, rows, out_dir / f"{b}.jsonl", settings, args, rank, log)

@@ -6,11 +6,13 @@ figures, beside the paper's published numbers.
     python report.py out/demo                      # make demo ends with it
 
 RUN is a folder as the Makefile lays it out: bounds.json; tldr/ and static/ (train.py runs: metrics.jsonl,
-chosen.json); eval/base, eval/tldr, eval/static (and eval/short in the demo), each with evaluate.py's
-summary.json. Written to RUN: report.md, report.json (the same numbers), training.png (the mixture weights and the
-dev evaluations against the bounds, the chosen checkpoints marked) and tradeoff.png (accuracy against mean output
-tokens per benchmark, with the published points). What a run does not have (no static arm, an evaluation not run
-yet) is left out with a note.
+chosen.json, checkpoints whose state names the data they trained on); the training data (official/system1.jsonl
+and system2.jsonl, the paper's; system1.jsonl and system2.jsonl, built); eval/base, eval/tldr, eval/static (and
+eval/short in the demo), each with evaluate.py's summary.json. Written to RUN: report.md, report.json (the same
+numbers), training.png (the mixture weights and the dev evaluations against the bounds, the chosen checkpoints
+marked) and tradeoff.png (accuracy against mean output tokens per benchmark, with the published points). The
+training data sets (official and built, whichever the run has or trained on) are counted in the long model's
+tokenizer. What a run does not have (no static arm, an evaluation not run yet) is left out with a note.
 """
 
 import json
@@ -18,7 +20,7 @@ import sys
 from pathlib import Path
 
 from common import ArgumentParser, atomic_write, read_json, read_jsonl
-from evaluate import TITLES
+from evaluate import TITLES, quantile
 
 ROOT = Path(__file__).resolve().parent
 PUBLISHED = ROOT / "data" / "published.json"
@@ -98,7 +100,8 @@ def changes(arms: dict) -> dict:
 
 
 def training_runs(run: Path, notes: list) -> dict:
-    """Per fine-tuning arm: the mixture weights per step, its dev evaluations, and the checkpoint the rule chose."""
+    """Per fine-tuning arm: the mixture weights per step, its dev evaluations, the checkpoint the rule chose, and
+    the model and training files it began with (its latest checkpoint's state)."""
     out = {}
     for key in ("tldr", "static"):
         metrics = read_file(run / key / "metrics.jsonl", rows=True)
@@ -106,10 +109,47 @@ def training_runs(run: Path, notes: list) -> dict:
             notes.append(f"no {ARMS[key]} training run: {run / key / 'metrics.jsonl'} is not there")
             continue
         chosen = read_file(run / key / "chosen.json")
+        states = sorted((run / key).glob("step_*/train_state/state.json"))
+        state = read_file(states[-1]) if states else {}
         out[key] = {"weights": [[m["step"], m["w_short"]] for m in metrics if "loss" in m],
                     "evals": [[m["step"], m["dev_tokens"], m["dev_acc"]] for m in metrics if "dev_acc" in m],
-                    "chosen": chosen and {k: chosen[k] for k in ("step", "dev_tokens", "dev_acc")}}
+                    "chosen": chosen and {k: chosen[k] for k in ("step", "dev_tokens", "dev_acc")},
+                    "model": state.get("config", {}).get("model"),
+                    "data": {k: f["path"] for k, f in state.get("data", {}).items() if k in ("system1", "system2")}}
     return out
+
+
+OFFICIAL_SOURCE = "zzli2022/TLDR@"  # the "source" of every row data/prepare.py --official writes
+
+
+def training_data(run: Path, training: dict, bounds, notes: list) -> list[dict]:
+    """Every training set the run trained on or holds (the paper's in RUN/official, the built ones in RUN): which
+    data it is (official or built), its examples and its responses' lengths in the long model's tokenizer."""
+    paths = {Path(p).resolve(): None for arm in training.values() for p in arm["data"].values()}
+    paths.update({p.resolve(): None for p in [run / "official" / "system1.jsonl", run / "official" / "system2.jsonl",
+                                              run / "system1.jsonl", run / "system2.jsonl"] if p.is_file()})
+    model = next((arm["model"] for arm in training.values() if arm["model"]), (bounds or {}).get("long_model"))
+    if not paths:
+        return []
+    try:
+        from checkpoint import load_tokenizer
+        tok = load_tokenizer(model)
+    except (OSError, ValueError, TypeError) as e:
+        notes.append(f"the training data are not counted: the long model's tokenizer ({model}) cannot be read ({e})")
+        return []
+    sets = []
+    for path in paths:
+        rows = read_file(path, rows=True)
+        if not rows:
+            continue
+        lengths = [len(ids) for ids in tok([r.get("response", "") for r in rows], add_special_tokens=False)["input_ids"]]
+        official = str(rows[0].get("source", "")).startswith(OFFICIAL_SOURCE)
+        sets.append({"data": "official" if official else "built", "file": str(path), "examples": len(rows),
+                     "tokens": sum(lengths) / len(lengths), "tokens_median": quantile(lengths, 0.5),
+                     "tokens_p90": quantile(lengths, 0.9),
+                     "trained_by": [key for key, arm in training.items()
+                                    if str(path) in {str(Path(p).resolve()) for p in arm["data"].values()}]})
+    return sets
 
 
 def model_size(bounds) -> str | None:
@@ -124,6 +164,7 @@ def collect(run: Path, published) -> dict:
     arms = arm_results(run, notes)
     report = {"run": str(run), "arms": arms, "vs_base": changes(arms), "training": training_runs(run, notes),
               "bounds": read_file(run / "bounds.json"), "published": None, "notes": notes}
+    report["data"] = training_data(run, report["training"], report["bounds"], notes)
     published = model_size(report["bounds"]) if published is None else published
     if published:
         table = json.loads(PUBLISHED.read_text())
@@ -187,6 +228,7 @@ def render(report) -> str:
     lines += length_lines(report, benches)
     lines += prompt_lines(report)
     lines += training_lines(report)
+    lines += data_lines(report)
     if report["published"]:
         lines += ["", f"Published numbers: {report['published']['source']}."]
     if report["notes"]:
@@ -245,13 +287,29 @@ def training_lines(report) -> list[str]:
                       f"{pct(0.7 * bounds['long']['accuracy'])}%."]
     for key, run in report["training"].items():
         chosen = run["chosen"]
+        data = sorted({d["data"] for d in report["data"] if key in d["trained_by"]})
+        data = f"trained on the {' and '.join(data)} data; " if data else ""
         if not run["evals"]:  # the paper's static arm: no dev set, its final model is the one evaluated
-            lines.append(f"- {ARMS[key]}: no dev evaluation; its final checkpoint (step {run['weights'][-1][0]}) "
+            lines.append(f"- {ARMS[key]}: {data}no dev evaluation; its final checkpoint (step {run['weights'][-1][0]}) "
                          f"is the one evaluated.")
             continue
-        lines.append(f"- {ARMS[key]}: {len(run['evals'])} dev evaluations; " + (
+        lines.append(f"- {ARMS[key]}: {data}{len(run['evals'])} dev evaluations; " + (
             f"chosen step {chosen['step']} ({tokens(chosen['dev_tokens'])} dev tokens, dev accuracy "
             f"{pct(chosen['dev_acc'])}%)." if chosen else "no checkpoint passed the rule."))
+    return lines
+
+
+def data_lines(report) -> list[str]:
+    if not report["data"]:
+        return []
+    lines = ["", "Training data: the paper's own files (official) or made by data/build.py (built); response tokens "
+                 "in the long model's tokenizer.", "",
+             "| data | file | examples | response tokens: mean / median / p90 | trained on by |",
+             "| --- | --- | ---: | ---: | --- |"]
+    for d in report["data"]:
+        lines.append(f"| {d['data']} | {d['file']} | {d['examples']} | "
+                     f"{' / '.join(tokens(d[k]) for k in ('tokens', 'tokens_median', 'tokens_p90'))} | "
+                     f"{', '.join(ARMS[k] for k in d['trained_by']) or '-'} |")
     return lines
 
 

@@ -84,3 +84,13 @@ def test_the_long_protocol_is_the_papers_at_the_rivals_cap(tiny_models, bench_di
     assert (s["protocol"], s["temperature"], s["top_p"], s["max_new_tokens"]) == ("long", 0.7, 1.0, 32768)
     assert s["samples"] == {"gsm8k": 1, "aime24": 16} and summary["benchmarks"]["aime24"]["responses"] == 16
     assert s["prompts"] == {"gsm8k": E.SKYTHOUGHT_PROMPTS["gsm8k"], "aime24": E.BOXED}
+
+
+def test_the_dler_protocol_is_the_rivals_one_table():
+    """--protocol dler: temperature 0.6, top_p 0.95, 32768 tokens, 16 samples on every benchmark but GSM8K and MATH500,
+    DeepSeek's prompt; the other protocols keep one sample where they name none."""
+    assert {k: E.PROTOCOLS["dler"][k] for k in ("temperature", "top_p", "max_new_tokens")} == \
+        {"temperature": 0.6, "top_p": 0.95, "max_new_tokens": 32768}
+    assert [E.protocol_samples("dler", b) for b in ("gsm8k", "math500", "aime24", "amc23", "mine")] == [1, 1, 16, 16, 16]
+    assert E.prompt_template("dler", "aime24") is None
+    assert [E.protocol_samples("tldr-paper", b) for b in ("gsm8k", "aime24", "mine")] == [1, 8, 1]

@@ -145,3 +145,50 @@ def test_a_folder_with_nothing_to_report_is_refused_and_nothing_is_written(tmp_p
     with pytest.raises(SystemExit, match="holds nothing to report: no evaluation"):
         report.main([str(tmp_path / "run")])
     assert list((tmp_path / "run").iterdir()) == []
+
+
+def test_the_report_says_which_data_each_run_trained_on_and_counts_both_sets(tmp_path, tiny_models):
+    """A run holding the paper's data (official/) and built data: each set's examples and response lengths in the
+    long model's tokenizer, and which arm trained on which."""
+    run = fake_run(tmp_path / "run")
+    sets = {"official": ["a" * 10, "b" * 20, "c" * 30], "built": ["d" * 5, "e" * 7]}
+    files = {"official": run / "official" / "system1.jsonl", "built": run / "system1.jsonl"}
+    files["official"].parent.mkdir()
+    for name, responses in sets.items():
+        source = {"source": "zzli2022/TLDR@40f7a16:data/data_repo/7b_train/gsm8k_7b_shortcot.json"} \
+            if name == "official" else {}
+        files[name].write_text("".join(json.dumps({"id": i, "problem": "p", "response": r, **source}) + "\n"
+                                       for i, r in enumerate(responses)))
+    for arm, name in (("tldr", "official"), ("static", "built")):
+        (run / arm / "step_000002" / "train_state").mkdir(parents=True)
+        (run / arm / "step_000002" / "train_state" / "state.json").write_text(json.dumps(
+            {"config": {"model": str(tiny_models["qwen2"])},
+             "data": {"system1": {"path": str(files[name]), "sha256": "0" * 64}}}))
+    written = report.main([str(run)])
+    by_file = {d["file"]: d for d in written["data"]}
+    official, built = by_file[str(files["official"].resolve())], by_file[str(files["built"].resolve())]
+    # the byte-level tokenizer: one token per character
+    assert (official["data"], official["examples"], official["tokens"], official["tokens_median"]) == \
+        ("official", 3, 20.0, 20.0)
+    assert (built["data"], built["examples"], built["tokens"], built["trained_by"]) == ("built", 2, 6.0, ["static"])
+    assert official["tokens_p90"] == pytest.approx(28.0) and official["trained_by"] == ["tldr"]
+    md = (run / "report.md").read_text()
+    assert "- TLDR: trained on the official data; 1 dev evaluations" in md
+    assert f"| official | {files['official'].resolve()} | 3 | 20 / 20 / 28 | TLDR |" in md
+    assert f"| built | {files['built'].resolve()} | 2 | 6 / 6 / 7 | static 1:1 mixture |" in md
+
+
+def test_every_rival_is_listed_with_the_line_that_names_it():
+    """data/baselines.json: each released rival with its base model and the source line naming its id (a README's,
+    else its model card's); the ones left out say why."""
+    listed = json.loads(report.BASELINES.read_text())
+    names = [b["name"] for b in listed["baselines"]]
+    assert len(set(names)) == len(names) and all(n.replace("-", "").replace(".", "").isalnum() for n in names)
+    for b in listed["baselines"]:
+        assert b["repo"].count("/") == 1 and b["base"] and b["line"], b
+        assert b["repo"] in b["line"] or b["repo"] in b["source"], b  # the line names the id, or the page is its own
+        assert re.search(r"@[0-9a-f]{7} README\.md:\d+|model card", b["source"]), b
+    assert {"THU-KEG/AdaptThink-7B-delta0.05", "hkust-nlp/Laser-DE-L4096-7B", "hkust-nlp/Laser-D-L4096-7B",
+            "JingyangYi/SB_DS7B_alpha_2", "Zigeng/R1-VeriThinker-7B", "nvidia/DLER-R1-7B-Research"} == \
+        {b["repo"] for b in listed["baselines"]}
+    assert all(x["why"] for x in listed["left_out"])
