@@ -56,8 +56,9 @@ define CUDA_BUILD_CHECK
 import os, re, shutil, subprocess, sys, torch
 cuda = torch.version.cuda
 if cuda is None:
-    sys.exit("error: the torch in $(VENV) is a CPU build; install a CUDA build first, e.g. $(VENV)/bin/pip install "
-             "torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128")
+    sys.exit("error: the torch in $(VENV) is a CPU build; install a CUDA build first: $(VENV)/bin/pip install "
+             "torch==2.13.0 --index-url https://download.pytorch.org/whl/cu130 (NVIDIA driver 580 or newer; cu126 for "
+             "525-579)")
 home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH") or ""
 nvcc = shutil.which("nvcc") or next((p for p in [os.path.join(home, "bin", "nvcc")] if home and os.path.exists(p)), None)
 if nvcc is None:
@@ -78,11 +79,10 @@ export CUDA_BUILD_CHECK
 gpu-check: install
 	$(PY) bench.py --gpu
 
-# a CUDA machine must have flash-attn before the recipe starts: without it attention runs on torch's SDPA
+# before a recipe: GPUs that torch cannot use (its CUDA newer than the driver, a CPU build) stop it with the wheel to
+# install, and a CUDA machine must have a flash-attn that imports: without it attention runs on torch's SDPA
 gpu-ready:
-	@$(PY) -c "import importlib.util, sys, torch; sys.exit(torch.cuda.is_available() and \
-	importlib.util.find_spec('flash_attn') is None)" || { echo "error: this machine has CUDA GPUs but flash-attn \
-	is not installed; run: make gpu-install"; exit 1; }
+	@$(PY) bench.py --ready
 
 clean:
 	rm -rf $(VENV) .pytest_cache __pycache__ tests/__pycache__
@@ -172,7 +172,7 @@ MODEL_DIR      ?= models
 NPROC          ?= 8
 TORCHRUN_FLAGS ?= --nproc_per_node=$(NPROC)
 # the sampling stages (data, bounds, evaluations) on every GPU of this node: each process answers its share and
-# rank 0 merges the parts (the same bytes as one process)
+# rank 0 merges the parts (on CPU the same bytes as one process; on GPUs see sample.py's docstring)
 DATA_PARALLEL  ?= $(PY) -m torch.distributed.run --nproc_per_node=$(NPROC)
 BENCH_DIR      ?= data/bench
 RUN            ?= out/r1_7b

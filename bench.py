@@ -3,7 +3,8 @@ Benchmarks, each against its reference side by side in one process, on CPU-sized
 that need a GPU, for whoever has one.
 
     python bench.py            # or: make bench
-    python bench.py --gpu      # or: make gpu-check (under 10 minutes on one H100; on a CPU it says it skipped)
+    python bench.py --gpu      # or: make gpu-check (under 10 minutes on one H100; without a GPU it says it skipped)
+    python bench.py --ready    # or: make gpu-ready (stops when the GPUs cannot run the recipe: the reason and the fix)
     python bench.py --peers    # or: make bench-peers (in a venv with vLLM's CPU build: against vLLM)
 
 Each comparison ends with one line a script can read:
@@ -196,23 +197,48 @@ FUSED_ON_CUDA = {torch.nn.functional.rms_norm}
 
 class HostCalls(torch.overrides.TorchFunctionMode):
     """What the dispatcher does not show: Tensor.tolist (a sync on CUDA; a CPU tensor serves it without an aten op),
-    a tensor made on the device from host data (torch.tensor / as_tensor with a device: the copy from pageable
-    memory synchronises the stream, memcpy_and_sync in aten/src/ATen/native/cuda/Copy.cu), and a FUSED_ON_CUDA
-    call, whose ops count as one kernel."""
+    host data copied to the device from pageable memory (torch.tensor / as_tensor with a device, or .to() a CUDA
+    device of a host tensor that is not pinned or not non_blocking: memcpy_and_sync in aten/src/ATen/native/cuda/
+    Copy.cu, or the driver's staging of a pageable cudaMemcpyAsync, which may synchronise), and a FUSED_ON_CUDA call,
+    whose ops count as one kernel. On a CPU build it lets code run as on CUDA (counter None: only that): a tensor
+    made with pin_memory=True is made on the host and marked pinned, and .to() a CUDA device stays on the host."""
 
-    def __init__(self, counter):
+    def __init__(self, counter=None):
         super().__init__()
         self.counter = counter
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs, c = kwargs or {}, self.counter
-        c.syncs += func is torch.Tensor.tolist or (func in (torch.tensor, torch.as_tensor) and
-                                                   kwargs.get("device") is not None)
-        before = c.kernels
+        kwargs = kwargs or {}
+        if func is torch.Tensor.to and to_cuda(args, kwargs):
+            self.sync(not (pinned(args[0]) and kwargs.get("non_blocking", False)))
+            if not torch.cuda.is_available():
+                return args[0]
+        elif func in (torch.tensor, torch.as_tensor) and kwargs.get("pin_memory") and not torch.cuda.is_available():
+            out = func(*args, **{**kwargs, "pin_memory": False})
+            out.pinned_as_on_cuda = True
+            return out
+        self.sync(func is torch.Tensor.tolist or (func in (torch.tensor, torch.as_tensor) and
+                                                  kwargs.get("device") is not None))
+        if self.counter is None or func not in FUSED_ON_CUDA:
+            return func(*args, **kwargs)
+        before = self.counter.kernels
         out = func(*args, **kwargs)
-        if func in FUSED_ON_CUDA:
-            c.kernels = before + 1
+        self.counter.kernels = before + 1
         return out
+
+    def sync(self, happens: bool):
+        if self.counter is not None:
+            self.counter.syncs += happens
+
+
+def pinned(t: torch.Tensor) -> bool:
+    return getattr(t, "pinned_as_on_cuda", False) or (torch.cuda.is_available() and t.is_pinned())
+
+
+def to_cuda(args, kwargs) -> bool:
+    """Does this Tensor.to call move a host tensor to a CUDA device?"""
+    target = kwargs.get("device", next((a for a in args[1:] if isinstance(a, (str, torch.device))), None))
+    return args[0].device.type == "cpu" and target is not None and torch.device(target).type == "cuda"
 
 
 def layer_ops(layer, step) -> tuple[int, int]:
@@ -239,11 +265,13 @@ def bench_decode_ops(workdir: Path):
     engine = sample.Engine(ours, 33, 128, 32, 8192, 128, False)
     engine.start([sample.Sequence(i, p, 50, sample.sequence_key(0, p, 0)) for i, p in enumerate(batch)],
                  (0.7, 0.95, 0), set())
+    engine.device = torch.device("cuda")  # its host-to-device copies as on a GPU (HostCalls keeps them on the host)
     counter = OpCounter()
     with counter:
         engine.step()  # the prefill
     ours_prefill = counter.syncs
-    ours_ops, ours_kernels = layer_ops(ours.model.layers[0], engine.step)
+    with HostCalls():
+        ours_ops, ours_kernels = layer_ops(ours.model.layers[0], engine.step)
     counter = OpCounter()
     with counter:
         for _ in range(10):
@@ -524,6 +552,81 @@ def gpu_training(path, device, tokens):
     return results, planned, name
 
 
+def gpu_repeat(path, device, tokens, steps=2):
+    """Our training steps (FSDP2 in a group of one, bf16, flash-attn) run twice from the same weights on the same
+    batches, with flash-attn's deterministic backward (ours) and without it (the reference): per side, the seconds of
+    a step and the largest weight difference between its two runs (0: a resumed run repeats the uninterrupted one)."""
+    import functools
+    import processes
+    import train
+    g = torch.Generator().manual_seed(5)
+    examples = [(torch.randint(0, 200, (tokens // 4,), generator=g).tolist(), tokens // 16) for _ in range(4)]
+    scales, plans = train.token_scales(examples, "token", 0), train.split_and_pack(examples, 1, tokens)
+    varlen = getattr(M.flash_attn, "flash_attn_varlen_func", None)
+    results = {}
+    for side, deterministic in (("ours", True), ("reference", False)):
+        if varlen:  # (model.py always asks for the deterministic backward: the reference takes it back)
+            M.flash_attn.flash_attn_varlen_func = functools.partial(varlen, deterministic=deterministic) \
+                if not deterministic else varlen
+        weights, seconds = [], []
+        for _ in range(2):
+            model = M.Transformer.from_pretrained(path, dtype=torch.float32, device=device).train()
+            processes.shard(model, torch.bfloat16)
+            opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+            for _ in range(steps):
+                t, _ = timed(lambda: train.forward_backward(model, examples, scales, plans, 0, 1.0, device), device)
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                seconds.append(t)
+            weights.append({k: processes.full(v).detach().float().cpu() for k, v in model.state_dict().items()})
+            del model, opt
+        diff = max((weights[0][k] - weights[1][k]).abs().max().item() for k in weights[0])
+        results[side] = (statistics.median(seconds[1:]), diff)
+    if varlen:
+        M.flash_attn.flash_attn_varlen_func = varlen
+    return results
+
+
+# The NVIDIA driver a CUDA major version needs (CUDA's minor-version compatibility: 525.60 for CUDA 12, 580 for 13),
+# and torch 2.13's wheel index for it on download.pytorch.org (the default wheels on PyPI are built for CUDA 13.0)
+CUDA_DRIVERS = {12: (525, "cu126"), 13: (580, "cu130")}
+
+
+def nvidia_drivers() -> list[str]:
+    """The driver version of each GPU nvidia-smi lists: none without nvidia-smi (or when it fails)."""
+    import subprocess
+    try:
+        p = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"], capture_output=True,
+                           text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [line.strip() for line in p.stdout.splitlines() if line.strip()] if p.returncode == 0 else []
+
+
+def gpu_problem(need_flash: bool) -> str | None:
+    """What keeps this machine's GPUs from the project, or None: GPUs nvidia-smi lists that torch cannot use (a CPU
+    build, or a CUDA newer than the driver: torch then says only is_available() False), a flash-attn that is
+    installed but does not import, or (need_flash) none at all on a machine with CUDA."""
+    drivers = nvidia_drivers()
+    if drivers and not torch.cuda.is_available():
+        driver, built = drivers[0], torch.version.cuda
+        major = int(driver.split(".")[0]) if driver.split(".")[0].isdigit() else 0
+        why = "a CPU build" if built is None else f"built for CUDA {built}, which needs NVIDIA driver " \
+            f"{CUDA_DRIVERS.get(int(built.split('.')[0]), ('a newer',))[0]} or newer"
+        fits = [index for least, index in sorted(CUDA_DRIVERS.values(), reverse=True) if major >= least]
+        version = torch.__version__.split("+")[0]
+        fix = f"install the torch built for this driver: .venv/bin/pip install torch=={version} --index-url " \
+              f"https://download.pytorch.org/whl/{fits[0]}" if fits else "update the NVIDIA driver (525.60 or newer)"
+        return f"error: nvidia-smi lists {len(drivers)} GPU(s), driver {driver}, but this torch " \
+               f"({torch.__version__}) is {why}: it cannot use them. {fix}, then make gpu-install"
+    if torch.cuda.is_available() and M.FLASH_ERROR:
+        return f"error: flash-attn is installed but does not import ({M.FLASH_ERROR}); rebuild it for this torch: " \
+               f"make gpu-install"
+    if need_flash and torch.cuda.is_available() and M.flash_attn is None:
+        return "error: this machine has CUDA GPUs but flash-attn is not installed; run: make gpu-install"
+    return None
+
+
 def gpu_check(workdir: Path, device, shape=GPU_SHAPE, tokens=8192):
     """Every GPU check, printed as bench lines, and what each should show:
         logits_bf16     max |logit - fp32| of our bf16 model (flash-attn) vs transformers' bf16, a random 0.5B
@@ -539,7 +642,12 @@ def gpu_check(workdir: Path, device, shape=GPU_SHAPE, tokens=8192):
                         timed calls reuse, and released before transformers runs: ratio above 1
         train_mfu       model FLOPs utilisation of our training step (8k tokens, bf16, checkpointing) vs
                         transformers': ours 30-50% on an H100
-        plan_memory     peak memory measured on the GPU vs the plan for that step: ratio within 0.8-1.2"""
+        plan_memory     peak memory measured on the GPU vs the plan for that step: ratio within 0.8-1.2
+        deterministic_bwd
+                        seconds of a training step with flash-attn's deterministic backward (what model.py asks
+                        for) vs without: its cost, expected a few percent ("slightly slower", flash-attn's docs)
+        train_repeat    largest weight difference between two identical 2-step runs, deterministic backward vs
+                        not: ours 0 (an exact resume), the reference above 0 (its dq sums in any order)"""
     big = tiny.make_model(workdir / "big", "qwen2", vocab_size=shape["vocab_size"], hidden=shape["hidden"],
                           layers=shape["layers"], heads=shape["heads"], kv_heads=shape["kv_heads"],
                           intermediate=shape["intermediate"], context=2 * tokens, seed=0)
@@ -563,6 +671,10 @@ def gpu_check(workdir: Path, device, shape=GPU_SHAPE, tokens=8192):
         results, planned, name = gpu_training(big, device, tokens)
     report("train_mfu", 100 * results["ours"][0], 100 * results["reference"][0], f"% MFU ({name})")
     report("plan_memory", results["ours"][1] / 2**30, planned / 2**30, "GiB (measured peak; the plan as reference)")
+    with group_of_one(device):
+        repeat = gpu_repeat(big, device, tokens)
+    report("deterministic_bwd", repeat["ours"][0], repeat["reference"][0], "s/step (flash-attn backward)")
+    report("train_repeat", repeat["ours"][1], repeat["reference"][1], "max |weight difference| of two identical runs")
 
 
 def bench_vllm_cpu(workdir: Path):
@@ -609,11 +721,16 @@ def save_results(name):
 
 
 def main():
+    if "--ready" in sys.argv[1:]:  # make gpu-ready: before a recipe, on any machine
+        sys.exit(gpu_problem(need_flash=True))
     if "--gpu" in sys.argv[1:]:
+        problem = gpu_problem(need_flash=False)  # (without flash-attn the checks measure torch's SDPA)
+        if problem:
+            sys.exit(problem)
         if not torch.cuda.is_available():
-            print("gpu-check: skipped: no CUDA device here (torch.cuda.is_available() is False). Run `make gpu-check` "
-                  "on a machine with a GPU (after `make gpu-install`); bench.gpu_check's docstring says what each "
-                  "line should show.")
+            print("gpu-check: skipped: no GPU here (nvidia-smi lists none, torch.cuda.is_available() is False). Run "
+                  "`make gpu-check` on a machine with a GPU (after `make gpu-install`); bench.gpu_check's docstring "
+                  "says what each line should show.")
             return
         with tempfile.TemporaryDirectory() as d:
             gpu_check(Path(d), torch.device("cuda"))

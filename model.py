@@ -34,8 +34,9 @@ from checkpoint import Weights, hf_parts, model_files, read_config, save_model
 
 try:  # optional, GPU only (make gpu-install); without it CUDA runs use torch's SDPA, which is slower
     import flash_attn
-except ImportError:
-    flash_attn = None
+    FLASH_ERROR = None
+except ImportError as e:  # not installed, or installed but broken (built for another torch or CUDA): said, not hidden
+    flash_attn, FLASH_ERROR = None, None if e.name == "flash_attn" else f"{type(e).__name__}: {e}"
 
 def flash_eligible(device, dtype) -> bool:
     """The automatic choice of attention kernel: flash-attn when it is installed and the tensors are on CUDA in
@@ -51,7 +52,8 @@ def attention_summary(device, dtype) -> str:
         return f"attention: flash-attn {flash_attn.__version__} varlen, {name}"
     why = ""
     if torch.device(device).type == "cuda":
-        why = " (flash-attn is not installed: make gpu-install)" if flash_attn is None else \
+        why = f" (flash-attn does not import: {FLASH_ERROR})" if FLASH_ERROR else \
+            " (flash-attn is not installed: make gpu-install)" if flash_attn is None else \
             " (flash-attn takes fp16 and bf16 only)"
     return f"attention: torch SDPA{why}, {name}"
 
@@ -181,10 +183,11 @@ class AttnInfo:
     write_at: tuple | None = None            # cached: (page, kv head, offset), indices broadcasting to (tokens,
                                              # kv_heads): where every head vector of every token goes
     page_heads: torch.Tensor | slice | None = None  # sdpa decode: the page of each row and kv head, in order
-    decode_bias: torch.Tensor | None = None  # sdpa decode: (rows, 1, 1, keys) 0 where a key is visible, else -inf
+    decode_bias: torch.Tensor | None = None  # sdpa decode: (rows, 1, 1, keys) 0 where a key is visible, else -inf,
+                                             # in the compute dtype
 
 
-def attn_info(positions: torch.Tensor, cache, index: CacheIndex | None, flash: bool) -> AttnInfo:
+def attn_info(positions: torch.Tensor, cache, index: CacheIndex | None, flash: bool, dtype) -> AttnInfo:
     B, T = positions.shape
     info = AttnInfo(flash=flash, decode=cache is not None and T == 1, rows=B, cache=cache, index=index)
     if cache is not None and not (flash and info.decode):  # (flash-attn's decode writes them itself)
@@ -196,8 +199,10 @@ def attn_info(positions: torch.Tensor, cache, index: CacheIndex | None, flash: b
                 info.page_heads = (index.block_table.long()[:, None, :] * len(heads) + heads[:, None]).view(-1)
             else:  # one page per row, consecutive (the CPU engine's layout): a slice, so the keys are a view
                 info.page_heads = slice(index.first_page * len(heads), (index.first_page + B) * len(heads))
+            # in the compute dtype: CUDA's memory-efficient kernel refuses a bias of another dtype than the query's,
+            # and its cuDNN kernel reads a float32 bias as bf16 (pytorch PR #191612): wrong outputs, no error
             visible = torch.arange(index.max_len, device=positions.device) <= index.seqlens[:, None]
-            info.decode_bias = torch.zeros(visible.shape, device=positions.device).masked_fill(
+            info.decode_bias = torch.zeros(visible.shape, dtype=dtype, device=positions.device).masked_fill(
                 ~visible, float("-inf"))[:, None, None]
         return info
     if index is not None:  # a prefill: the engine knows its documents
@@ -229,9 +234,9 @@ def attention(q, k, v, info: AttnInfo, layer: int):
     if cache is not None:  # one index_put per tensor, into the head-major pages (flash-attn reads them by strides)
         cache.k[layer][info.write_at] = k
         cache.v[layer][info.write_at] = v
-    if info.flash:
+    if info.flash:  # a deterministic backward (one dq accumulator per split, summed in order): exact resume on GPUs
         return flash_attn.flash_attn_varlen_func(q, k, v, info.cu_seqlens, info.cu_seqlens, info.max_seqlen,
-                                                 info.max_seqlen, causal=True).view(N, -1)
+                                                 info.max_seqlen, causal=True, deterministic=True).view(N, -1)
     if info.decode:
         # one query per row, masked past its length; the keys are a view of consecutive pages, else gathered
         # (index_select: on CPU 2.5x faster than a tensor index). A kv head's query heads are one SDPA's queries
@@ -376,7 +381,7 @@ class Transformer(nn.Module):
         if positions is None:
             positions = torch.arange(T, device=input_ids.device).expand(B, T)
         x = self.model.embed_tokens(input_ids.reshape(-1))  # (B * T, hidden): the blocks see a list of tokens
-        info = attn_info(positions, cache, index, self.uses_flash(x.device, x.dtype))  # x: the compute dtype
+        info = attn_info(positions, cache, index, self.uses_flash(x.device, x.dtype), x.dtype)  # x: the compute dtype
         freqs = positions.reshape(-1, 1).float() * self.inv_freq.float()  # rotary angles in fp32, like the reference
         angles = torch.cat((freqs, freqs), dim=-1)[:, None]
         cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)

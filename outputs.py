@@ -2,7 +2,8 @@
 Resumable sampling outputs, split over processes: under torchrun every process answers every world-th prompt into
 a part file of its own, a line appended as each completion finishes, and rank 0 merges the parts into the output
 in the input's order. A rerun skips the (id, sample) pairs done in the output or in any part file, whatever the
-number of processes that made them; the output is the same bytes for any number of processes. Beside the output,
+number of processes that made them; on a CPU the output is the same bytes for any number of processes (on GPUs, for
+the same number: sample.py's docstring says why). Beside the output,
 OUT.settings.json says how its completions were made (model, settings, prompt): a rerun made otherwise is refused.
 The command line of sample.py is here too (sample.py's docstring shows it).
 

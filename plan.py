@@ -118,6 +118,9 @@ def memory_plan(c: Config, cfg, world: int, dtype: torch.dtype, sharded: bool, l
              "activations: final norm and target rows": 3 * T * H * b + T * H * 4 * (b < 4)}
     loss = {"loss chunk: logits, log-probabilities, their gradient (fp32)": 12 * min(loss_chunk, T) * V}
     recompute = {"one block recomputed in backward, and its gradients": block_saved + T * (3 * H + 2 * I) * b}
+    if b < 4:  # flash-attn's deterministic backward: an fp32 dq accumulator per split, ceil(SMs / heads) of them for
+        # a row of one document (mha_varlen_bwd in csrc/flash_attn/flash_api.cpp), the H100's 132 SMs
+        recompute["flash-attn's deterministic dq accumulators (fp32)"] = -(-132 // c.num_attention_heads) * T * q * 4
     train_peak = {**state, **grads, **gathered, **saved,
                   **max(loss, recompute if cfg.activation_checkpointing else {"-": 0}, key=lambda d: sum(d.values()))}
     largest = max(V * H, H * I) * 4  # one tensor gathered whole in fp32 (the embedding)

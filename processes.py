@@ -99,7 +99,10 @@ def shard(model, dtype):
     mp = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32)
     for block in model.model.layers:
         fully_shard(block, mp_policy=mp)
-    fully_shard(model, mp_policy=mp)
+    # the root's forward takes the loss weights (scale=): FSDP2 would cast them to bf16 with every floating input
+    # (cast_forward_inputs, _fsdp_state.py's pre-forward hook), off by up to 0.2% each; the blocks still cast theirs
+    fully_shard(model, mp_policy=MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32,
+                                                      cast_forward_inputs=False))
     # sum the gradients over processes, in every sharded module: the loss is already divided by the global
     # token count (and gloo's AVG reduce-scatter has summed instead of averaged in some torch versions)
     for module in [*model.model.layers, model]:

@@ -18,10 +18,12 @@ loses nothing; the output is written in the prompts' order. From Python (what tr
 
 A decode step builds its integer tensors (positions, block tables, cache slots) once, in their final dtypes,
 for every layer, and reads the device back once: the sampled tokens. On CUDA with flash-attn it is replayed
-as a CUDA graph per bucket of batch sizes. Sampling is reproducible and independent of the batch: the random
-number behind each token is a function of (seed, prompt tokens, sample number, step), drawn for all rows in
-one call, so a completion is the same whatever else shares its batch, and an interrupted or preempted
-sequence continues with the tokens it would have made.
+as a CUDA graph per bucket of batch sizes. The random number behind each token is a function of (seed, prompt
+tokens, sample number, step), drawn for all rows in one call, whatever else shares the batch. On a CPU the logits
+are too, so a completion is the same in any batch and a preempted or resumed sequence continues with the tokens it
+would have made (tested). On a GPU the kernels' sums follow the batch's shape (flash-attn's split-KV count,
+cuBLAS's choice of kernel): the same settings and process count repeat every completion, but another batch (more
+processes, a resumed run) can tip a near-tie the other way.
 """
 
 import gc
@@ -98,7 +100,7 @@ _GOLDEN, _MIX1, _MIX2 = (c - 2**64 for c in (0x9E3779B97F4A7C15, 0xBF58476D1CE4E
 
 def sequence_key(seed: int, prompt: list[int], sample: int) -> int:
     """The random key of one completion: a hash of (seed, prompt tokens, sample number), so that a completion
-    is the same whatever else shares its batch, and a resumed run makes the completions it would have made."""
+    draws the same numbers whatever else shares its batch, and a resumed run draws those it would have drawn."""
     h = hashlib.blake2b(repr((seed, prompt, sample)).encode(), digest_size=8).digest()
     return int.from_bytes(h, "little") >> 1  # 63 bits: a non-negative int64
 

@@ -9,8 +9,10 @@ dimensions, head_dim <= 256, heads divisible by kv heads, int32 and contiguous c
 int32 cache_batch_idx / block_table, paged-KV pages a multiple of 256 tokens and no cache_batch_idx with a
 block_table, every CHECK_SHAPE, and seqlen_q <= seqlen_k when new keys are appended. Left out: the device checks
 (the point is to run on CPU). A head_dim that is not a multiple of 8 is not an error in 2.8.x: the Python wrapper
-(varlen) and the C++ (kvcache) zero-pad it, so the stand-in accepts it too. Slow loops on purpose: clarity over
-speed."""
+(varlen) and the C++ (kvcache) zero-pad it, so the stand-in accepts it too. The attention is computed in tensor
+ops only: the real kernels never read cache_seqlens or cu_seqlens back to the host (flash_api.cpp passes their
+device pointers; the wrapper turns an int into a device tensor), so the stand-in does not either, and a step run
+through it is sync-counted as on a GPU. Every query against every key, masked: clarity over speed."""
 import torch
 import torch.nn.functional as F
 
@@ -46,23 +48,20 @@ def _check_pages(block_table, k_cache):
     _check(k_cache.shape[1] % 256 == 0, "Paged KV cache block size must be divisible by 256")
 
 
-def _attend(q, k, v, scale, causal):
-    """q: (Tq, H, D), k/v: (Tk, Hk, D); causal aligned to the bottom right, as flash-attn does."""
-    Tq, H, D = q.shape
-    Tk, Hk, _ = k.shape
-    k, v = k.repeat_interleave(H // Hk, dim=1), v.repeat_interleave(H // Hk, dim=1)
-    s = torch.einsum("qhd,khd->hqk", q.float(), k.float()) * (scale if scale is not None else D ** -0.5)
-    if causal:
-        allowed = torch.arange(Tk)[None, :] <= torch.arange(Tq)[:, None] + (Tk - Tq)
-        s = s.masked_fill(~allowed, float("-inf"))
-    return torch.einsum("hqk,khd->qhd", F.softmax(s, -1), v.float()).to(q.dtype)
+def _attend(q, k, v, scale, visible):
+    """q: (B, Tq, H, D), k/v: (B, Tk, Hk, D), visible: (B, Tq, Tk) -> (B, Tq, H, D). Pure tensor ops: like the real
+    kernels, the stand-in never reads a tensor back to the host (a sync on a GPU)."""
+    H, Hk, D = q.shape[2], k.shape[2], q.shape[3]
+    k, v = k.repeat_interleave(H // Hk, dim=2), v.repeat_interleave(H // Hk, dim=2)
+    s = torch.einsum("bqhd,bkhd->bhqk", q.float(), k.float()) * (scale if scale is not None else D ** -0.5)
+    s = s.masked_fill(~visible[:, None], float("-inf"))
+    return torch.einsum("bhqk,bkhd->bqhd", F.softmax(s, -1), v.float()).to(q.dtype).contiguous()  # (a new tensor)
 
 
-def _pages(cache, block_table, b, n):
-    """The first n tokens of sequence b of a paged cache (num_blocks, page, Hk, D)."""
-    page = cache.shape[1]
-    blocks = block_table[b, :-(-n // page)].long()
-    return cache[blocks].reshape(-1, *cache.shape[2:])[:n]
+def _causal(q_pos, k_pos, q_len, k_len):
+    """Causal visibility aligned to the bottom right, as flash-attn's: key position j is visible to query position i
+    of a sequence of q_len queries over k_len keys when j <= i + k_len - q_len (and j < k_len)."""
+    return (k_pos <= q_pos + (k_len - q_len)) & (k_pos < k_len)
 
 
 def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p=0.0,
@@ -88,15 +87,17 @@ def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, ma
         _shape(block_table, "block_table", dict(batch_size=batch_size, max_num_blocks_per_seq=block_table.shape[-1]))
     _shape(cu_seqlens_q, "cu_seqlens_q", {"batch_size + 1": batch_size + 1})
     _shape(cu_seqlens_k, "cu_seqlens_k", {"batch_size + 1": batch_size + 1})
-    out = torch.empty_like(q)
-    for i in range(batch_size):
-        a, b = int(cu_seqlens_q[i]), int(cu_seqlens_q[i + 1])
-        c, d = int(cu_seqlens_k[i]), int(cu_seqlens_k[i + 1])
-        assert b - a <= max_seqlen_q and d - c <= max_seqlen_k
-        keys, values = (k[c:d], v[c:d]) if block_table is None else \
-            (_pages(k, block_table, i, d - c), _pages(v, block_table, i, d - c))
-        out[a:b] = _attend(q[a:b], keys, values, softmax_scale, causal)
-    return out
+    _check(block_table is None, "the stand-in computes varlen attention without a block_table (model.py passes "
+           "none)", NotImplementedError)
+    # every query against every key, masked to its own sequence: the sequences' ids and positions from cu_seqlens
+    doc_q = torch.searchsorted(cu_seqlens_q[1:], torch.arange(total_q, device=q.device), right=True)
+    doc_k = torch.searchsorted(cu_seqlens_k[1:], torch.arange(k.shape[0], device=q.device), right=True)
+    pos_q, pos_k = torch.arange(total_q) - cu_seqlens_q[doc_q], torch.arange(k.shape[0]) - cu_seqlens_k[doc_k]
+    lens_q, lens_k = (cu[1:] - cu[:-1] for cu in (cu_seqlens_q, cu_seqlens_k))
+    visible = doc_q[:, None] == doc_k[None, :]
+    if causal:
+        visible &= _causal(pos_q[:, None], pos_k[None, :], lens_q[doc_q][:, None], lens_k[doc_q][:, None])
+    return _attend(q[None], k[None], v[None], softmax_scale, visible[None])[0]
 
 
 def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None, rotary_sin=None,
@@ -145,24 +146,55 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
         _check(cache_seqlens.is_contiguous(), "seqlens_k must be contiguous")
         _shape(cache_seqlens, "seqlens_k", dict(batch_size=batch_size))
     _check(cache_batch_idx is None or cache_batch_idx.dtype == torch.int32, "cache_batch_idx must have dtype int32")
-    idx = cache_batch_idx.tolist() if cache_batch_idx is not None else list(range(batch_size))
-    lens = cache_seqlens.tolist() if cache_seqlens is not None else [k_cache.shape[1]] * batch_size
-    out = torch.empty_like(q)
-    for b in range(batch_size):
-        n = lens[b]
-        if not paged:
-            if k is not None:  # append the new keys/values in place, as flash-attn does
-                k_cache[idx[b], n:n + k.shape[1]] = k[b]
-                v_cache[idx[b], n:n + v.shape[1]] = v[b]
-                n += k.shape[1]
-            keys, values = k_cache[idx[b], :n], v_cache[idx[b], :n]
-        else:
-            page = k_cache.shape[1]
-            if k is not None:
-                for j in range(k.shape[1]):
-                    block, offset = int(block_table[b, (n + j) // page]), (n + j) % page
-                    k_cache[block, offset], v_cache[block, offset] = k[b, j], v[b, j]
-                n += k.shape[1]
-            keys, values = _pages(k_cache, block_table, b, n), _pages(v_cache, block_table, b, n)
-        out[b] = _attend(q[b], keys, values, softmax_scale, causal)
-    return out
+    # the keys of every row, and the new ones appended in place at cache_seqlens, as flash-attn does
+    new = k.shape[1] if k is not None else 0
+    lens = cache_seqlens if cache_seqlens is not None else torch.full((batch_size,), k_cache.shape[1])
+    at = lens[:, None] + torch.arange(new)  # (batch, new): the new tokens' positions
+    if paged:
+        page = k_cache.shape[1]
+        where = (block_table.gather(1, (at // page).long()), at % page)
+        rows = lambda cache: cache[block_table.long()].reshape(batch_size, seqlen_k, *cache.shape[2:])
+    else:
+        idx = cache_batch_idx.long() if cache_batch_idx is not None else torch.arange(batch_size)
+        where = (idx[:, None], at)
+        rows = lambda cache: cache[idx]
+    if k is not None:
+        k_cache[where], v_cache[where] = k, v
+    keys, values = rows(k_cache), rows(v_cache)
+    n = lens + new
+    positions = torch.arange(keys.shape[1])
+    visible = _causal(torch.arange(seqlen_q)[None, :, None], positions[None, None, :], seqlen_q, n[:, None, None]) \
+        if causal else (positions[None, None, :] < n[:, None, None]).expand(batch_size, seqlen_q, -1)
+    return _attend(q, keys, values, softmax_scale, visible)
+
+
+# -----------------------------------------------------------------------------
+# torch's SDPA as CUDA takes it: the rules model.py's SDPA calls rely on, which the CPU kernels do not enforce
+
+
+class CudaSdpaRules(torch.overrides.TorchFunctionMode):
+    """Every F.scaled_dot_product_attention call checked against what CUDA's fused kernels require:
+    - an attn_mask is boolean or of the query's dtype: the memory-efficient kernel refuses another ("invalid dtype
+      for bias - should match query's dtype", aten/src/ATen/native/transformers/cuda/attention.cu), and the cuDNN
+      kernel, which torch prefers on Hopper, reads a float32 mask as bf16 without an error (pytorch PR #191612);
+    - its last dimension is contiguous (sdp_utils_cpp.h: the efficient kernel's mask stride check);
+    - q, k and v are 4-D (batch, heads, seq, head_dim): with fewer dimensions only the math kernel runs
+      (check_tensor_shapes in sdp_utils_cpp.h), which builds the whole (seq x seq) score matrix.
+    calls counts the calls checked (a test that meets none has checked nothing)."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is F.scaled_dot_product_attention:
+            q, k, v = args[:3]
+            mask = kwargs.get("attn_mask", args[3] if len(args) > 3 else None)
+            _check(all(t.dim() == 4 for t in (q, k, v)), "SDPA's fused CUDA kernels need 4-D q, k and v")
+            if mask is not None:
+                _check(mask.dtype in (torch.bool, q.dtype), f"invalid dtype for bias - should match query's dtype "
+                       f"(mask {mask.dtype}, query {q.dtype})")
+                _check(mask.stride(-1) == 1, "attn_mask must have a contiguous last dimension")
+            self.calls += 1
+        return func(*args, **kwargs)

@@ -290,7 +290,7 @@ def test_sdpa_fallback_never_builds_the_score_matrix():
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(T, h, D, generator=g) for h in (H, Hkv, Hkv))
     pos = torch.cat([torch.arange(T - 100), torch.arange(100)])[None]  # two documents packed in one row
-    info = M.attn_info(pos, None, None, flash=False)
+    info = M.attn_info(pos, None, None, flash=False, dtype=torch.float32)
     assert info.doc_lengths == [T - 100, 100]
     tracker = MemTracker()
     with tracker:

@@ -337,11 +337,16 @@ class CachingAllocator:
     torch/cuda/memory.py): a freed tensor's blocks stay reserved by the process until empty_cache(); mem_get_info
     (the driver's cudaMemGetInfo) counts reserved memory as used; memory_allocated counts live tensors and
     max_memory_allocated their peak since reset_peak_memory_stats. Sizes are real CPU bytes: a GB of the modelled
-    GPU is GB bytes, so that a tiny model's few MB of cache stand for tens of GB."""
+    GPU is GB bytes, so that a tiny model's few MB of cache stand for tens of GB. A forward without a cache (the
+    engine's sizing prefill) takes `activations` bytes while it runs and frees them after, still reserved."""
     GB = 2**16
 
-    def __init__(self, total):
+    def __init__(self, total, activations=0):
         self.total, self.allocated, self.reserved, self.peak = total, 0, 0, 0
+        self.activations = activations
+
+    def free(self, n):
+        self.allocated -= n  # (the blocks stay reserved)
 
     def take(self, n):
         self.allocated += n
@@ -361,6 +366,17 @@ class CachingAllocator:
         monkeypatch.setattr(cuda, "reset_peak_memory_stats", lambda device=None: setattr(self, "peak", self.allocated))
         monkeypatch.setattr(cuda, "empty_cache", lambda: setattr(self, "reserved", self.allocated))
         monkeypatch.setattr(cuda, "synchronize", lambda device=None: None)
+        forward = M.Transformer.forward
+
+        def prefill(model, input_ids, *args, **kwargs):
+            if args or kwargs:  # (with a cache: the engine's own steps)
+                return forward(model, input_ids, *args, **kwargs)
+            self.take(self.activations)
+            try:
+                return forward(model, input_ids)
+            finally:
+                self.free(self.activations)
+        monkeypatch.setattr(M.Transformer, "forward", prefill)
         init = M.KVCache.__init__
 
         def kv_cache(cache, *args, **kwargs):
@@ -379,9 +395,12 @@ def test_two_benchmarks_and_two_models_in_one_process_under_the_caching_allocato
     """evaluate.py's benchmarks one after another, then data/build.py bounds' second model, on a modelled 80 GB GPU.
     Sizing each call's cache from the memory free now fails on the second call: the first cache went back to
     torch's allocator, not to the driver. One engine per model (reused), released before the next model's is sized
-    with the allocator emptied, works."""
+    with the allocator emptied, works. The cache leaves room for the sizing prefill's activations (5 GB), measured
+    with the allocator emptied before (the loading's freed temporaries, 3 GB: release_engine's empty_cache or
+    gpu_kv_bytes' first) and after (the activations themselves: its second): without them, or without the
+    activations term, it comes out 3-5 GB off."""
     gib = CachingAllocator.GB
-    gpu = CachingAllocator(80 * gib)
+    gpu = CachingAllocator(80 * gib, activations=5 * gib)
     gpu.install(monkeypatch)
     tok = checkpoint.load_tokenizer(tiny_models["qwen2"])
     prompts = [[sample.prompt_ids(tok, p) for p in PROBLEMS], [sample.prompt_ids(tok, p + " Twice.") for p in PROBLEMS]]
@@ -390,14 +409,16 @@ def test_two_benchmarks_and_two_models_in_one_process_under_the_caching_allocato
         m = M.Transformer.from_pretrained(tiny_models[family])
         m.lm_head.weight = OnGpu(m.lm_head.weight.data, requires_grad=False)
         gpu.take(15 * gib)  # its weights
+        gpu.take(3 * gib)  # and a temporary of the loading, freed: still reserved
+        gpu.free(3 * gib)
         return m
 
     a = load("qwen2")
     kw = dict(max_new_tokens=8, batch_size=4, page_size=256)  # a GPU's pages
     first = sample.generate(a, prompts[0], **kw)
     engine, cache_bytes = sample._engine, gpu.allocated - 15 * gib
-    room, page = 0.9 * 80 * gib - 15 * gib, M.KVCache.page_bytes(a.config, 256, torch.float32)
-    assert room - page < cache_bytes <= room  # 90% of the GPU, less what is used
+    room, page = 0.9 * 80 * gib - 15 * gib - 5 * gib, M.KVCache.page_bytes(a.config, 256, torch.float32)
+    assert room - page < cache_bytes <= room  # 90% of the GPU, less what is used and the prefill's activations
     second = sample.generate(a, prompts[1], **kw)  # the next benchmark: the same engine, nothing allocated
     assert sample._engine is engine and gpu.allocated == 15 * gib + cache_bytes and len(second) == len(PROBLEMS)
     assert [o[0].tokens for o in sample.generate(a, prompts[0], **kw)] == [o[0].tokens for o in first]
@@ -409,28 +430,62 @@ def test_two_benchmarks_and_two_models_in_one_process_under_the_caching_allocato
     assert sample._engine is None and gpu.reserved == gpu.allocated == 30 * gib  # the weights alone
 
 
+on_cpu_build = pytest.mark.skipif(torch.cuda.is_available(), reason="runs a CPU model as on CUDA (bench.HostCalls "
+                                                                   "fakes the device copies of a CPU build)")
+
+
+def engine_as_on_cuda(m, tok, page_size, max_len=64):
+    """An engine of 4 sampled sequences whose host-to-device copies are made as on a GPU: its device says cuda,
+    and bench.HostCalls (the OpCounter's) keeps the copies on the host, counting the pageable ones."""
+    prompts = [sample.prompt_ids(tok, p) for p in PROBLEMS]
+    engine = sample.Engine(m, 9, page_size, 4, 8192, max_len, False)
+    engine.start([sample.Sequence(i, p, 20, sample.sequence_key(0, p, 0)) for i, p in enumerate(prompts)],
+                 (0.7, 0.95, 0), set())
+    engine.device = torch.device("cuda")
+    return engine
+
+
+@on_cpu_build
 def test_a_decode_step_makes_one_host_sync_counted_as_on_cuda(qwen2):
     """The step's integer tensors reach the device through pinned memory without waiting (Engine.to_device), top-p
     masks with masked_fill_, and the step's one read is the sampled tokens; counted by CUDA's rules
     (bench.OpCounter), which the counter itself is checked against."""
     import bench
     m, tok, _ = qwen2
-    prompts = [sample.prompt_ids(tok, p) for p in PROBLEMS]
-    engine = sample.Engine(m, 9, 64, 4, 8192, 64, False)
-    engine.start([sample.Sequence(i, p, 20, sample.sequence_key(0, p, 0)) for i, p in enumerate(prompts)],
-                 (0.7, 0.95, 0), set())
+    engine = engine_as_on_cuda(m, tok, 64)
     for _ in range(4):  # the prefill, then decode steps
         with bench.OpCounter() as counter:
             engine.step()
         assert counter.syncs == 1
-    with bench.OpCounter() as counter:  # what counts: a pageable copy to the device, a boolean index, a read
-        torch.tensor([1, 2], device="cpu")
+    with bench.OpCounter() as counter:  # what counts: a copy to the device from pageable memory or that waits, a
+        torch.tensor([1, 2], device="cpu")  # boolean index, a read
+        torch.tensor([1, 2]).to("cuda", non_blocking=True)
+        torch.tensor([1, 2], pin_memory=True).to("cuda")
+        torch.tensor([1, 2], pin_memory=True).to(torch.device("cuda"), non_blocking=True)  # (no sync)
+        torch.tensor([1, 2]).to("cpu")  # (no copy)
         x = torch.rand(3, 4)
         x[x > 0.5]
         x[x > 0.5] = 0  # masked_fill_ underneath (canDispatchToMaskedFill): no sync
         x.masked_fill_(x > 0.2, 1.0)
         x.sum().item()
-    assert counter.syncs == 3
+    assert counter.syncs == 5
+
+
+@on_cpu_build
+def test_a_step_through_flash_attn_makes_one_host_sync_as_the_real_kernels(tiny_models, monkeypatch):
+    """With flash-attn (its stand-in, which like the real kernels never reads cache_seqlens or cu_seqlens back to the
+    host), a prefill and each decode step read the device once: the sampled tokens. This is the step a GPU captures
+    as a CUDA graph, where a host read could not be."""
+    import bench
+    import flash_standin
+    monkeypatch.setattr(M, "flash_attn", flash_standin)
+    m = M.Transformer.from_pretrained(tiny_models["qwen2"], dtype=torch.bfloat16)
+    m.attn_backend = "flash"
+    engine = engine_as_on_cuda(m, checkpoint.load_tokenizer(tiny_models["qwen2"]), 256, max_len=512)
+    for _ in range(3):
+        with bench.OpCounter() as counter:
+            engine.step()
+        assert counter.syncs == 1
 
 
 @pytest.mark.parametrize("page_size,kernels", [(64, 19), (512, 17)])
@@ -454,3 +509,21 @@ def test_a_decode_layer_launches_17_kernels_counted_as_on_cuda(qwen2, page_size,
     with bench.OpCounter() as eager:
         w * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6))
     assert (fused.kernels, eager.kernels) == (1, 6)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_the_sdpa_calls_follow_cudas_rules_in_every_dtype(tiny_models, dtype):
+    """Without flash-attn (not installed, or refused) a GPU runs model.py's SDPA calls: the decode step's mask, the
+    packed prefill and the training rows, each checked against CUDA's rules (flash_standin.CudaSdpaRules: a mask
+    of the query's dtype, 4-D inputs), in bf16 as on a GPU and in fp32."""
+    import flash_standin
+    m = M.Transformer.from_pretrained(tiny_models["qwen2"], dtype=dtype)
+    tok = checkpoint.load_tokenizer(tiny_models["qwen2"])
+    prompts = [sample.prompt_ids(tok, p) for p in PROBLEMS]
+    with flash_standin.CudaSdpaRules() as rules:
+        for page_size in (16, None):  # rows spanning pages (gathered), and one page per row (a view)
+            sample.generate(m, prompts, max_new_tokens=6, batch_size=4, page_size=page_size)
+            sample.release_engine()
+        m.train()(torch.tensor([prompts[0] + prompts[1]]), torch.tensor([list(range(len(prompts[0]))) +
+                                                                         list(range(len(prompts[1])))]))
+    assert rules.calls > 20  # (2 layers: the prefills, the decode steps and the training rows)

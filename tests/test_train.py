@@ -449,3 +449,32 @@ def test_each_process_reads_only_its_shard(setup, tmp_path):
             start += n or 0
     assert dict(got["requests"]) == expected and len(got["requests"]) == len(expected)
     assert all(torch.equal(got["full"][k], ref[k]) for k in ref)
+
+
+def _loss_weights_arrive(rank, world, store_path, model_dir, out):
+    """One process of test_loss_weights_reach_the_loss_in_float32_under_bf16_fsdp: what scale= the loss sees."""
+    import torch.distributed as dist
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", store=dist.FileStore(str(store_path), world), rank=rank, world_size=world)
+    proc = processes.Processes(rank, world, torch.device("cpu"), torch.bfloat16, True)
+    model = train.build_model(train.TrainConfig(), Path(model_dir), None, proc)
+    seen = []
+    real = M.ChunkedCrossEntropy.forward
+    M.ChunkedCrossEntropy.forward = lambda ctx, h, w, t, scale, chunk: seen.append(scale.clone()) or \
+        real(ctx, h, w, t, scale, chunk)
+    ids = torch.arange(1, 13)[None]
+    model(ids, torch.arange(12)[None], targets=ids, scale=torch.full((1, 12), 1 / 3000)).backward()
+    if rank == 0:
+        torch.save(seen, out)
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def test_loss_weights_reach_the_loss_in_float32_under_bf16_fsdp(setup, tmp_path):
+    """FSDP2's mixed precision casts a module's floating inputs to bf16; the per-token loss weights are one of the
+    root's inputs: they must reach the loss as the float32 train.py made (1/3000 in bf16 is 1/2997.7)."""
+    import torch.multiprocessing as mp
+    mp.start_processes(_loss_weights_arrive, args=(2, tmp_path / "store", setup / "model", tmp_path / "seen.pt"),
+                       nprocs=2, start_method="spawn")
+    (scale,) = torch.load(tmp_path / "seen.pt", weights_only=True)
+    assert scale.dtype == torch.float32 and torch.equal(scale, torch.full((12,), 1 / 3000))
