@@ -754,4 +754,5 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    from common import run
+    run(main, "no result was written (out/bench.json is written at the end); run it again")

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 
-from common import atomic_write, jsonl_text, usual_mode, write_failed
-from processes import Processes, barrier, full, local
+from common import atomic_write, jsonl_text, make_dirs, open_append, read_json, refuse_link, usual_mode, write_failed
+from processes import Processes, barrier, full, local, rank_and_world
 
 # -----------------------------------------------------------------------------
 # Hugging Face weights
@@ -43,7 +43,7 @@ def hf_parts(cfg, name: str) -> list[tuple[str, int | None]]:
 
 def checkpoints(run: Path) -> list[Path]:
     """A training run's checkpoints (step_NNNNNN/), oldest first."""
-    return sorted(p for p in Path(run).glob("step_*") if p.is_dir())
+    return sorted(p for p in Path(run).glob("step_*") if p.is_dir() and not p.is_symlink())
 
 
 def model_path(path) -> Path:
@@ -68,14 +68,44 @@ def model_path(path) -> Path:
 
 
 def read_config(path: Path) -> dict:
+    """A model's config.json, its values checked (config_problem) before anything is built from it."""
     f = Path(path) / "config.json"
     if not f.is_file():
         raise FileNotFoundError(f"{path}: no config.json here; pass a Hugging Face model directory "
                                 f"(config.json + *.safetensors)")
     try:
-        return json.loads(f.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{f}: line {e.lineno}: not valid JSON ({e.msg}); re-download the checkpoint") from None
+        hf = read_json(f)
+    except ValueError as e:
+        raise ValueError(f"{e}; re-download the checkpoint") from None
+    problem = config_problem(hf) if isinstance(hf, dict) else "not a JSON object"
+    if problem:
+        raise ValueError(f"{f}: {problem}: the file is damaged or not a model's; re-download the checkpoint")
+    return hf
+
+
+SIZES = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+         "num_key_value_heads", "head_dim", "max_position_embeddings")
+
+
+def config_problem(hf: dict) -> str | None:
+    """What is wrong with a config.json's values (its types and ranges), or None: whole numbers above 0 for the
+    sizes, heads that divide the width and kv heads that divide the heads, positive floats for eps and theta."""
+    whole = lambda v: isinstance(v, int) and not isinstance(v, bool)
+    for key in SIZES:
+        if hf.get(key) is not None and not (whole(hf[key]) and hf[key] > 0):
+            return f"{key} must be a whole number above 0, got {json.dumps(hf[key])[:40]}"
+    for key in ("rms_norm_eps", "rope_theta"):
+        if key in hf and not (isinstance(hf[key], (int, float)) and not isinstance(hf[key], bool) and
+                              math.isfinite(hf[key]) and hf[key] > 0):
+            return f"{key} must be a number above 0, got {json.dumps(hf[key])[:40]}"
+    heads, kv = hf.get("num_attention_heads"), hf.get("num_key_value_heads") or hf.get("num_attention_heads")
+    if heads and not hf.get("head_dim") and hf.get("hidden_size", 0) % heads:
+        return f"num_attention_heads={heads} does not divide hidden_size={hf['hidden_size']} (and no head_dim)"
+    if heads and kv and heads % kv:
+        return f"num_key_value_heads={kv} does not divide num_attention_heads={heads}"
+    if not isinstance(hf.get("tie_word_embeddings", False), bool):
+        return f"tie_word_embeddings must be true or false, got {json.dumps(hf['tie_word_embeddings'])[:40]}"
+    return None
 
 
 def load_tokenizer(path):
@@ -106,13 +136,29 @@ def load_tokenizer(path):
     return tok
 
 
-def model_files(path: Path) -> dict:
-    """What identifies a model directory's weights: its path, its config.json and the sizes of its weight files
-    (cheap, and enough to tell a re-trained or re-downloaded model from the one an output was made with)."""
-    path = Path(path).resolve()
-    sizes = sorted((f.name, f.stat().st_size) for f in path.glob("*.safetensors"))
-    digest = hashlib.sha256(((path / "config.json").read_bytes() + repr(sizes).encode())).hexdigest()
-    return {"path": str(path), "files": digest[:16]}
+def surely_longer(tok, text: str, tokens: int) -> bool:
+    """Is `text` more than `tokens` tokens, known from its length in bytes alone (no token of the tokenizer is
+    longer than its longest)? A hostile line is then skipped before the tokenizer ever holds it."""
+    if not hasattr(tok, "longest_token"):
+        tok.longest_token = max(len(t.encode()) for t in tok.get_vocab())
+    return len(text.encode()) > tokens * tok.longest_token
+
+
+def model_digest(path: Path, blocks=16, block=1 << 16) -> str:
+    """What identifies a model directory's weights, by content and cheaply: its config.json, and of every
+    safetensors file its size, its header (every tensor's name, dtype, shape and offsets) and `blocks` blocks read
+    at even intervals. A model re-trained, edited or re-downloaded changes it; the same files moved do not."""
+    path = Path(path)
+    h = hashlib.sha256((path / "config.json").read_bytes())
+    for f in sorted(path.glob("*.safetensors")):
+        size = f.stat().st_size
+        with open(f, "rb") as fh:
+            header = int.from_bytes(fh.read(8), "little")
+            h.update(f.name.encode() + size.to_bytes(8, "little") + fh.read(min(header, size)))
+            for i in range(blocks):
+                fh.seek(size * i // blocks)
+                h.update(fh.read(block))
+    return h.hexdigest()[:16]
 
 
 def saved_dtype(hf: dict) -> torch.dtype:
@@ -187,7 +233,11 @@ class Weights:
         except Exception as e:
             raise ValueError(f"{self.path / name}: cannot read {key} ({e}); the file is damaged: download or "
                              f"copy it again") from None
-        return t.to(device=device, dtype=dtype)
+        t = t.to(device=device, dtype=dtype)
+        if not torch.isfinite(t).all():  # (one pass over what was just read)
+            raise ValueError(f"{self.path / name}: {key} holds values that are not finite (NaN or inf): the weights "
+                             f"of a diverged run, or a damaged file; use an earlier checkpoint or download it again")
+        return t
 
 
 def check_names(expected, found, where: str):
@@ -237,7 +287,8 @@ def write_weights(cfg, tensors: dict, fetch, directory: Path, dtype, max_shard_b
 def save_model(cfg, tensors: dict, path, dtype, max_shard_bytes=5 * 2**30):
     """A Hugging Face model directory at `path` (write_weights), written beside it and renamed into place."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(path.parent)
+    refuse_link(path)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
     usual_mode(tmp, directory=True)  # mkdtemp's 0700 would keep the model from the other users of a cluster
     try:
@@ -296,11 +347,14 @@ def save_checkpoint(model, opt, cfg, state: dict, out_dir: Path, step: int, chos
                                        f"{last[-1] if last else 'the start'}") from None
         raise
     if proc.rank == 0:
-        # prune this run's checkpoints (never another's): keep the latest few, and the one the rule prefers so far
-        mine = [c for c in checkpoints(out_dir)
-                if (read_state(c) or {}).get("run_id") == state["run_id"]]
-        for old in mine[:-cfg.keep_checkpoints]:
-            if old.name != f"step_{chosen_step or 0:06d}":
+        # prune this run's checkpoints (never another's): keep the latest few, the one the rule prefers so far, and
+        # the latest whose weights a later step has shown finite (before this one): the one a run that diverges
+        # next can continue from
+        mine = {c: read_state(c) for c in checkpoints(out_dir)}
+        mine = [c for c, st in mine.items() if (st or {}).get("run_id") == state["run_id"] and c != final]
+        keep = {f"step_{chosen_step or 0:06d}", final.name, *(c.name for c in mine[-1:])}
+        for old in (mine + [final])[:-cfg.keep_checkpoints]:
+            if old.name not in keep:
                 shutil.rmtree(old)
     barrier()
     return final
@@ -309,12 +363,15 @@ def save_checkpoint(model, opt, cfg, state: dict, out_dir: Path, step: int, chos
 def write_checkpoint(model, opt, cfg, state: dict, tmp: Path, final: Path, proc: Processes):
     rank, world = proc.rank, proc.world
     if rank == 0:
+        refuse_link(final)
         (tmp / "train_state").mkdir(parents=True)
     barrier()
-    # the model, gathered one tensor at a time (collective) and written by rank 0 in the base model's dtype
-    weights, dtype = model.tensors(), saved_dtype(model.config.hf)
+    # the model, gathered one tensor at a time (collective) and written by rank 0 in the base model's dtype; whether
+    # every weight is finite is recorded (a checkpoint to continue from, when the run diverges later)
+    weights, dtype, finite = model.tensors(), saved_dtype(model.config.hf), []
     if rank == 0:
-        write_weights(model.config, weights, full, tmp, dtype)
+        write_weights(model.config, weights, lambda t: finite.append(bool(torch.isfinite(w := full(t)).all())) or w,
+                      tmp, dtype)
     else:
         for t in weights.values():
             full(t)
@@ -328,7 +385,8 @@ def write_checkpoint(model, opt, cfg, state: dict, tmp: Path, final: Path, proc:
     if rank == 0:
         for f in tokenizer_files(cfg.model):
             shutil.copy2(f, tmp / f.name)
-        atomic_write(tmp / "train_state" / "state.json", json.dumps({**state, "world_size": world}, indent=1))
+        atomic_write(tmp / "train_state" / "state.json", json.dumps({**state, "world_size": world,
+                                                                     "finite": all(finite)}, indent=1))
         commit_dir(tmp, final)
 
 
@@ -370,17 +428,64 @@ def read_state(ckpt: Path) -> dict | None:
     except (OSError, ValueError):
         return None
     keys = {"step": int, "config": dict, "mixture": dict, "metrics": list, "world_size": int, "run_id": str,
-            "data": dict}
+            "data": dict, "finite": bool}
     return state if isinstance(state, dict) and all(isinstance(state.get(k), t) for k, t in keys.items()) else None
+
+
+def good(state) -> bool:
+    """A checkpoint a run can continue from: its weights are finite, no later step found them diverged (diverged)."""
+    return bool(state) and state["finite"]
+
+
+def diverged(what: str, out_dir: Path, bad_from: int) -> SystemExit:
+    """The stop of a run whose loss, gradient or logits are no longer finite, computed from the weights of step
+    `bad_from`: the checkpoints of that step and later are marked as not to continue from (their state's finite), and
+    the message names the one a --resume continues from. (Pruning keeps one: save_checkpoint.)"""
+    saved = [(c, read_state(c)) for c in checkpoints(out_dir)]
+    for c, state in saved:
+        if state and state["step"] >= bad_from and state["finite"] and rank_and_world()[0] == 0:
+            atomic_write(c / "train_state" / "state.json", json.dumps({**state, "finite": False}, indent=1))
+    last = next((c for c, state in reversed(saved) if good(state) and state["step"] < bad_from), None)
+    return SystemExit(f"{what}: stopping before the update. " + (
+        f"The last checkpoint whose weights gave a finite loss is {last}: lower lr (or check the data), then run "
+        f"again with --resume, which continues from it (any later checkpoint is skipped)" if last else
+        f"No checkpoint before it was saved: start again with a lower lr (or check the data)"))
+
+
+# the settings a resumed run may change: what comes next (its length, the lr from here on, how often it evaluates
+# and saves), memory, logging, and the paths of its files (their content is compared instead). Any other (the
+# mixture and its rule, the batch, the loss, which examples it skips, the dev evaluation's sampling, the seed) would
+# make it another run than the one its checkpoints began.
+RESUME_MAY_CHANGE = {"max_steps", "lr", "lr_schedule", "warmup_steps", "min_lr", "weight_decay", "beta1", "beta2",
+                     "grad_clip", "eps", "eval_interval", "save_interval", "keep_checkpoints", "dev_batch_size",
+                     "activation_checkpointing", "row_tokens", "dtype", "dist_timeout_minutes", "resume",
+                     "wandb_project", "model", "system1", "system2", "dev", "bounds", "out_dir"}
+
+
+def apart(out_dir: Path, files: dict):
+    """A run's own files (its metrics, choice and lock, its checkpoints, which pruning deletes) are none of the files
+    it reads ({name: {"path", ...}}) and no symbolic links: an output never overwrites an input."""
+    for own in [Path(out_dir) / "metrics.jsonl", Path(out_dir) / "chosen.json", *Path(out_dir).glob("step_*")]:
+        refuse_link(own)  # (before the run trains: not when it first writes there)
+    run = Path(out_dir).resolve()
+    for name, f in files.items():
+        p = Path(f["path"]).resolve()
+        if p.parent == run and p.name in ("metrics.jsonl", "chosen.json", ".lock") or \
+                any(q.parent == run and q.name.startswith(("step_", ".step_")) for q in [p, *p.parents]):
+            raise SystemExit(f"error: {name} {f['path']} is one of the files of the run in {out_dir}, which it "
+                             f"rewrites or prunes: an output never overwrites what the command reads; move it out of "
+                             f"{out_dir}")
 
 
 def resume_point(cfg, out_dir: Path, proc: Processes, log, files: dict):
     """(checkpoint, state, master file) of the latest complete checkpoint to resume, or (None, None, None) for a
     new run. An interrupted write is a dot-directory, never taken. A new run never starts in a folder that holds
     another run: its checkpoints, metrics and choice would be mixed with (and its pruning would delete) those. A
-    resumed run reads the same data as it began with: files ({name: {"path", "sha256"}}) against its state's."""
+    resumed run reads the same data as it began with: files ({name: {"path", "digest"}}) against its state's."""
+    apart(out_dir, files)
     if proc.rank == 0:  # checkpoints a killed or failed write left half-written (this run holds the folder's lock)
         for tmp in out_dir.glob(".step_*.tmp"):
+            refuse_link(tmp)
             shutil.rmtree(tmp)
     saved = checkpoints(out_dir)
     if not cfg.resume:
@@ -389,13 +494,17 @@ def resume_point(cfg, out_dir: Path, proc: Processes, log, files: dict):
             raise SystemExit(f"{out_dir} holds a run already ({', '.join(taken[-2:])}): pass --resume to continue it "
                              f"or another out_dir; to start over, delete {out_dir} first")
         return None, None, None
+    while saved:  # the latest checkpoint, but one whose weights diverged (train.py stopped after it)
+        ckpt, state = saved[-1], read_state(saved[-1])
+        if state is None:
+            raise SystemExit(f"{ckpt / 'train_state' / 'state.json'} is missing or damaged: the checkpoint cannot be "
+                             f"resumed. Move {ckpt} away to resume from the checkpoint before it.")
+        if good(state):
+            break
+        log(f"skipping {ckpt}: its weights diverged")
+        saved.pop()
     if not saved:
         return None, None, None
-    ckpt = saved[-1]
-    state = read_state(ckpt)
-    if state is None:
-        raise SystemExit(f"{ckpt / 'train_state' / 'state.json'} is missing or damaged: the checkpoint cannot be "
-                         f"resumed. Move {ckpt} away to resume from the checkpoint before it.")
     if state["world_size"] != proc.world:
         raise SystemExit(f"{ckpt}: saved by {state['world_size']} processes, resumed with {proc.world}: "
                          f"the optimizer shards only fit the same number")
@@ -410,18 +519,22 @@ def resume_point(cfg, out_dir: Path, proc: Processes, log, files: dict):
             raise SystemExit(f"{ckpt}: no float32 master weights ({master.name}) beside the rounded model weights; "
                              f"this checkpoint cannot be resumed exactly (start a new run from it with model={ckpt})")
         master = None
-    describe = lambda f: f"{f['path']} (sha256 {f['sha256'][:12]})" if f else "none"
+    describe = lambda f: f"{f['path']} (digest {f['digest'][:12]})" if f else "none"
     for name in sorted(set(state["data"]) | set(files)):  # by content: the same file moved elsewhere is the same
         was, now = state["data"].get(name), files.get(name)
-        if (was or {}).get("sha256") != (now or {}).get("sha256"):
+        if (was or {}).get("digest") != (now or {}).get("digest"):
             raise SystemExit(f"{ckpt}: the run began with {name} {describe(was)}, now {describe(now)}: a resumed run "
-                             f"trains on the data it began with; restore that file, or start a new run (another "
+                             f"trains on what it began with; restore that file, or start a new run (another "
                              f"out_dir) with model={ckpt}")
-    changed = {k: (v, getattr(cfg, k)) for k, v in state["config"].items()
-               if getattr(cfg, k, v) != v and k not in ("resume", "max_steps", "wandb_project")}
-    if changed:
-        log(f"warning: resuming with changed settings (saved, now): {changed}")
-    log(f"resuming from {ckpt} (step {state['step']})")
+    changed = {k: (v, getattr(cfg, k)) for k, v in state["config"].items() if getattr(cfg, k, v) != v}
+    fixed = [f"{k} {v!r} -> {now!r}" for k, (v, now) in changed.items() if k not in RESUME_MAY_CHANGE]
+    if fixed:
+        raise SystemExit(f"{ckpt}: resumed with settings other than its run's ({'; '.join(fixed)}): a resumed run "
+                         f"continues the run it saved; pass its settings, or start a new run from its weights "
+                         f"(another out_dir, model={ckpt})")
+    told = {k: v for k, v in changed.items() if k not in ("resume", "model", "system1", "system2", "dev", "bounds")}
+    log(f"resuming from {ckpt} (step {state['step']})" + "".join(f"; {k} {v!r} -> {now!r}"
+                                                                   for k, (v, now) in told.items()))
     return ckpt, state, master
 
 
@@ -431,7 +544,7 @@ class MetricsLog:
     def __init__(self, cfg, out_dir: Path, rows: list, master: bool):
         self.rows, self.path, self.master, self.wandb = rows, out_dir / "metrics.jsonl", master, None
         if master:
-            out_dir.mkdir(parents=True, exist_ok=True)
+            make_dirs(out_dir)
             atomic_write(self.path, jsonl_text(rows))  # a resumed run: what its checkpoint had seen
             if cfg.wandb_project:
                 import wandb
@@ -442,7 +555,7 @@ class MetricsLog:
         self.rows.append(row)
         if self.master:
             try:
-                with open(self.path, "a") as f:
+                with open_append(self.path) as f:
                     f.write(json.dumps(row) + "\n")
             except OSError as e:  # the checkpoint holds the metrics up to its step: a resume rewrites the file
                 raise write_failed(self.path, e, "run again with --resume") from None

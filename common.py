@@ -7,11 +7,14 @@ import argparse
 import ast
 import contextlib
 import dataclasses
+import errno
 import fcntl
 import hashlib
+import itertools
 import json
 import math
 import os
+import signal
 import socket
 import sys
 import tempfile
@@ -161,7 +164,11 @@ def setting(default, rule=None):
 
 
 # -----------------------------------------------------------------------------
-# files
+# files: every script meets the file system through these, so that each promise holds for a whole kind of input.
+# Outputs are regular files and folders of their own in the folder the user named: a symbolic link planted at an
+# output's path is refused, never followed or replaced; a refusal of the file system (no permission, a read-only
+# or full disk, a missing folder) ends in one line with the path, the cause and the fix; an output never
+# overwrites an input; a line of an input is read whole only up to MAX_LINE_BYTES.
 
 
 def usual_mode(path, directory=False):
@@ -172,6 +179,19 @@ def usual_mode(path, directory=False):
     os.chmod(path, (0o777 if directory else 0o666) & ~umask)
 
 
+def os_error(e: OSError) -> str:
+    """An OSError as one line: the path, the cause, what to do."""
+    path = e.filename if e.filename is not None else "a file"
+    fix = {errno.EACCES: "fix the permissions (or use another folder)", errno.EPERM: "fix the permissions",
+           errno.EROFS: "the disk is read-only: use another folder", errno.ENOSPC: "free some space",
+           errno.EDQUOT: "free some space (the quota is full)", errno.ENOENT: "check the path",
+           errno.ELOOP: "it is a symbolic link: outputs are files of their own, never written through a link; "
+                        "remove the link or choose another path",
+           errno.ENOTDIR: "a file stands where a folder should be: check the path",
+           errno.EISDIR: "a folder stands where a file should be: check the path"}.get(e.errno, "check the path")
+    return f"{path}: {e.strerror or e}; {fix}"
+
+
 def write_failed(path, e: BaseException, then="run the same command again") -> SystemExit:
     """The one line for a write that failed (a full disk, an I/O error, no permission): what, why, what to do."""
     cause = os.strerror(e.errno) if getattr(e, "errno", None) else str(e)
@@ -179,10 +199,37 @@ def write_failed(path, e: BaseException, then="run the same command again") -> S
                       f"folder's permissions), then {then}")
 
 
+def refuse_link(path):
+    """Stop when a symbolic link stands at an output's path (it would send the write, or a removal, elsewhere)."""
+    if os.path.islink(path):
+        raise SystemExit(f"error: {path} is a symbolic link (to {os.readlink(path)}): outputs are files of their "
+                         f"own, never written through a link; remove the link or choose another path")
+
+
+def make_dirs(path):
+    """A folder (and its parents) for outputs; a refusal of the file system is one line."""
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise SystemExit(f"error: cannot make the folder {os_error(e)}") from None
+
+
+def open_append(path, read=False):
+    """A text file opened to append (made when missing), never through a symbolic link (O_NOFOLLOW): the part
+    files, metrics and locks that runs add to. read: the lock's a+ (read its holder)."""
+    flags = os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | (os.O_RDWR if read else os.O_WRONLY)
+    try:
+        fd = os.open(path, flags, 0o666)
+    except OSError as e:
+        raise SystemExit(f"error: cannot write {os_error(e)}") from None
+    return os.fdopen(fd, "a+" if read else "a", encoding="utf-8")
+
+
 def atomic_write(path, data: str | bytes):
     """Write a file (text as UTF-8) so that a reader sees the old or the new content, never half of it. A write
     that fails leaves the old content and no temporary file, and stops with write_failed's line."""
     path = Path(path)
+    refuse_link(path)
     tmp = None
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
@@ -199,12 +246,48 @@ def atomic_write(path, data: str | bytes):
             Path(tmp).unlink()
 
 
+def same_file(a, b) -> bool:
+    """Are the paths one file (after resolving links; hard links too)?"""
+    a, b = Path(a), Path(b)
+    return os.path.samefile(a, b) if a.exists() and b.exists() else a.resolve() == b.resolve()
+
+
+def check_outputs(outputs: dict, inputs: dict):
+    """Before any work: no output ({what: path}) is a symbolic link, and none is a file the command reads (inputs,
+    {what: path}): an output never overwrites an input."""
+    for out_name, out in outputs.items():
+        if not out:
+            continue
+        refuse_link(out)
+        for in_name, source in inputs.items():
+            if source and same_file(out, source):
+                raise SystemExit(f"error: {out_name} {out} is the file {in_name} {source}: an output never "
+                                 f"overwrites what the command reads; choose another {out_name}")
+
+
+MAX_LINE_BYTES = 64 << 20  # a JSON Lines line of this project is a problem or an answer: megabytes at most
+
+
+def lines(f, path, limit=None):
+    """(line number, bytes) of a file opened in binary, streamed; a line longer than `limit` (MAX_LINE_BYTES) is
+    refused with its number, never read whole into memory."""
+    limit = limit or MAX_LINE_BYTES
+    for lineno in itertools.count(1):
+        line = f.readline(limit + 1)
+        if not line:
+            return
+        if len(line) > limit:
+            raise ValueError(f"{path}:{lineno}: a line of more than {limit >> 20} MiB, which no file of this project "
+                             f"holds: is it the right file?")
+        yield lineno, line
+
+
 @contextlib.contextmanager
 def exclusive(path, what: str):
     """Hold an exclusive lock on the file `path` while the block runs (fcntl.flock: the kernel drops it when the
     process dies, so a killed run never leaves a stale lock). Another holder is refused with its pid and host."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as f:
+    make_dirs(Path(path).parent)
+    with open_append(path, read=True) as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -212,14 +295,31 @@ def exclusive(path, what: str):
             holder = f.read().strip() or "another process"
             raise SystemExit(f"error: {what} is in use by {holder} (it holds {path}): wait for that run to end, or "
                              f"use another one") from None
-        f.seek(0)
-        f.truncate()
-        f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
-        f.flush()
+        try:  # (unbuffered: a full disk fails here, not again when the file closes)
+            os.truncate(f.fileno(), 0)
+            os.write(f.fileno(), f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
+        except OSError as e:
+            raise write_failed(path, e) from None
         try:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def run(main, kept: str):
+    """A script's entry point: main(), with what a user's interrupt or the file system can do ending in one line,
+    never a traceback. Ctrl-C and SIGTERM (a scheduler's) say what the run keeps and how to continue (`kept`);
+    an OSError that reached here names its path and cause."""
+    def terminated(signum, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, terminated)
+    try:
+        return main()
+    except KeyboardInterrupt:
+        print(f"interrupted: {kept}", file=sys.stderr)
+        raise SystemExit(130) from None
+    except OSError as e:
+        raise SystemExit(f"error: {os_error(e)}") from None
 
 
 def example_error(row: dict) -> str | None:
@@ -273,10 +373,15 @@ def read_json(path):
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
+    if path.stat().st_size > MAX_LINE_BYTES:
+        raise ValueError(f"{path}: {path.stat().st_size >> 20} MiB, more than any JSON file of this project: is it "
+                         f"the right file?")
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}): is it the right file?") from None
 
 
 def read_jsonl(path, required=("problem",), types=None, check=None, unique=None) -> list[dict]:
@@ -288,14 +393,15 @@ def read_jsonl(path, required=("problem",), types=None, check=None, unique=None)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     rows, seen = [], {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    with open(path, "rb") as f:
+        for lineno, line in lines(f, path):
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg}); each line must be one JSON "
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                why = e.msg if isinstance(e, json.JSONDecodeError) else e.reason
+                raise ValueError(f"{path}:{lineno}: not valid JSON ({why}); each line must be one JSON "
                                  f"object") from None
             if not isinstance(row, dict):
                 raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")

@@ -243,7 +243,7 @@ def markdown_report(summary, base=None):
 
 
 def read_benchmarks(args):
-    """{name: problem rows} of every --bench, read (and checked) before any model is loaded."""
+    """{name: problem rows} and {name: file} of every --bench, read (and checked) before any model is loaded."""
     from common import PROBLEM_TYPES, read_jsonl
     # a name from BENCHMARKS (a file in --data_dir), or the path of a JSON Lines file of one's own
     names = [b.strip() for b in args.bench.split(",") if b.strip()]
@@ -251,9 +251,13 @@ def read_benchmarks(args):
     if unknown or not names:
         sys.exit(f"error: unknown benchmark {', '.join(unknown) or '(none given)'}; choose from "
                  f"{', '.join(BENCHMARKS)}, or give the path of a .jsonl file")
-    problems = {}
+    problems, sources = {}, {}
     for b in names:
         name, path = (Path(b).stem, Path(b)) if b.endswith(".jsonl") else (b, Path(args.data_dir) / BENCHMARKS[b])
+        if name in sources:  # its responses and metrics are stored under its name
+            sys.exit(f"error: two benchmarks are named {name} ({sources[name]} and {path}): their responses would "
+                     f"share one file; rename one of them")
+        sources[name] = path
         if not path.is_file():
             sys.exit(f"error: {path} not found; run `python data/prepare.py` first, or pass --data_dir")
         try:
@@ -263,7 +267,7 @@ def read_benchmarks(args):
         if not rows:
             sys.exit(f"error: {path} has no problems")
         problems[name] = rows[:args.limit] if args.limit else rows
-    return problems
+    return problems, sources
 
 
 def grade_benchmark(name, problems, done, n, workers):
@@ -303,7 +307,7 @@ def read_baseline(path):
     return base
 
 
-def answer_benchmark(model, tok, b, rows, out, settings, args, rank, log):
+def answer_benchmark(model, tok, b, rows, out, source, settings, args, rank, log):
     """Benchmark b's completions into `out` (resumable: sample_file appends each as it finishes and skips the (id,
     sample) pairs already done), then, on rank 0, graded: its metrics (None on the other processes)."""
     from common import atomic_write, jsonl_text
@@ -315,7 +319,7 @@ def answer_benchmark(model, tok, b, rows, out, settings, args, rank, log):
         done = sample_file(model, tok, [{k: p[k] for k in keep if k in p} for p in rows], out, n=n,
                            template=prompt_template(args.protocol, b), batch_size=args.batch_size,
                            max_new_tokens=settings["max_new_tokens"], temperature=settings["temperature"],
-                           top_p=settings["top_p"], seed=args.seed)
+                           top_p=settings["top_p"], seed=args.seed, reads=source)
     except ValueError as e:  # a damaged responses file
         sys.exit(f"error: {e}")
     if rank != 0:
@@ -333,7 +337,7 @@ def run_evaluation(args):
     import torch  # the model and the engine need torch; grading does not, so it is imported here
 
     import sample
-    from common import atomic_write
+    from common import atomic_write, check_outputs
     from processes import start_processes
     from checkpoint import load_tokenizer, model_path
     from model import Transformer, attention_summary
@@ -342,9 +346,11 @@ def run_evaluation(args):
         args.model = str(model_path(args.model))
     except ValueError as e:
         sys.exit(f"error: {e}")
-    problems, settings = read_benchmarks(args), protocol_settings(args)
+    (problems, sources), settings = read_benchmarks(args), protocol_settings(args)
     base = read_baseline(args.compare) if args.compare else None
     out_dir = Path(args.out_dir or Path("out") / "eval" / f"{Path(args.model).resolve().name}-{args.protocol}")
+    check_outputs({"its summary": out_dir / "summary.json", "its table": out_dir / "summary.md"},
+                  {"--compare": args.compare, **{f"the benchmark {b}": path for b, path in sources.items()}})
     rank, _, device = start_processes()  # under torchrun every process answers its share of each benchmark
     dtype = args.dtype or ("bfloat16" if device.type == "cuda" else "float32")
     try:
@@ -361,7 +367,8 @@ def run_evaluation(args):
     settings["samples"] = {b: args.samples or protocol_samples(args.protocol, b) for b in problems}
     summary = {"model": args.model, "settings": settings, "benchmarks": {}}
     for b, rows in problems.items():
-        metrics = answer_benchmark(model, tok, b, rows, out_dir / f"{b}.jsonl", settings, args, rank, log)
+        metrics = answer_benchmark(model, tok, b, rows, out_dir / f"{b}.jsonl", sources[b], settings, args, rank,
+                                   log)
         if metrics is not None:  # (rank 0 grades and reports)
             summary["benchmarks"][b] = metrics
     if torch.distributed.is_initialized():
@@ -407,4 +414,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    from common import run
+    run(main, "every response written so far is kept; the same command continues from them")

@@ -39,6 +39,7 @@ import logging
 import os
 import re
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -47,7 +48,8 @@ from collections import Counter, defaultdict, deque
 from fractions import Fraction
 from pathlib import Path
 
-from common import ANSWER, NUMBER, TEXT, ArgumentParser, atomic_write, check_settings, jsonl_text, read_jsonl
+from common import (ANSWER, NUMBER, TEXT, ArgumentParser, atomic_write, check_outputs, check_settings, jsonl_text,
+                    read_jsonl, run)
 from skythought import skythought_extract, skythought_match
 
 ROOT = Path(__file__).resolve().parent
@@ -288,6 +290,7 @@ def _grade_worker():
     with [correct, error]. Started by grade_responses with `python -c`."""
     protocol = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)  # whatever a library prints goes to stderr, not into the protocol
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C is the parent's to answer: it ends the workers
     logging.disable(logging.WARNING)  # math-verify warns that its own timeouts are off: we have ours
     warnings.simplefilter("ignore")  # and sympy's deprecation notes are noise here
     _math_verify()  # import it before saying ready, so that no job pays for it
@@ -468,6 +471,7 @@ def main(argv=None):
     check_settings(vars(args))
     if args.out and not Path(args.out).resolve().parent.is_dir():  # fail now, not after the grading
         sys.exit(f"error: --out {args.out}: the folder {Path(args.out).resolve().parent} does not exist")
+    check_outputs({"--out": args.out}, {"the file": args.file})
     try:
         rows = read_responses(args.file, args.agree, args.tokens_field)
     except (OSError, ValueError) as e:
@@ -492,10 +496,10 @@ def main(argv=None):
             if tokens and not args.tokens_field:
                 extra["output_tokens"] = tokens[i]
             lines.append({**r, **extra})
-        atomic_write(args.out, jsonl_text(lines))  # --out may be the input file itself
+        atomic_write(args.out, jsonl_text(lines))
         print(f"grade: wrote {args.out}")
     return graded
 
 
 if __name__ == "__main__":
-    main()
+    run(main, "nothing half-written is kept (--out is written whole at the end); run the same command again")

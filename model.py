@@ -30,7 +30,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from checkpoint import Weights, hf_parts, model_files, read_config, save_model
+from checkpoint import Weights, hf_parts, model_digest, read_config, save_model
 
 try:  # optional, GPU only (make gpu-install); without it CUDA runs use torch's SDPA, which is slower
     import flash_attn
@@ -413,7 +413,7 @@ class Transformer(nn.Module):
         weights = Weights(path)
         weights.check(weight_shapes(cfg), cfg.tie_word_embeddings, str(path))
         m = cls.from_state_dict(cfg, {k: weights.read_ours(cfg, k, dtype, device) for k in our_names(cfg)})
-        m.source = model_files(path)
+        m.source = model_digest(path)
         return m
 
     @classmethod

@@ -20,9 +20,10 @@ import torch
 import torch.distributed as dist
 
 import sample
-from checkpoint import load_tokenizer, model_path
-from common import ID, PROBLEM_TYPES, TEXT, ArgumentParser, atomic_write, check_settings, read_jsonl, row_type_error, \
-    write_failed
+from checkpoint import load_tokenizer, model_path, surely_longer
+from common import (ID, PROBLEM_TYPES, TEXT, ArgumentParser, atomic_write, check_outputs, check_settings, make_dirs,
+                    open_append, read_jsonl, refuse_link, row_type_error, run, write_failed)
+from common import lines as numbered_lines
 from model import Transformer, attention_summary
 from processes import barrier, rank_and_world, run_lock, start_processes
 from sample import INSTRUCTION, Completion, generate, prompt_ids, stop_ids
@@ -36,10 +37,11 @@ def read_lines(path: Path, own: bool) -> dict:
     this process repairs the file (cuts the torn line, adds the newline) only when it owns it: the other
     processes may be writing theirs."""
     lines, good, repair = {}, 0, False
+    refuse_link(path)  # (an output or a part file: the run's own, never read or repaired through a link)
     if not path.exists():
         return lines
     with open(path, "rb") as f:
-        for lineno, line in enumerate(f, 1):
+        for lineno, line in numbered_lines(f, path):
             try:
                 row = json.loads(line)
                 complaint = None if isinstance(row, dict) and {"id", "sample"} <= set(row) else "not a completion"
@@ -59,8 +61,8 @@ def read_lines(path: Path, own: bool) -> dict:
         print(f"{path}: {'adding the missing final newline' if repair else 'dropping a torn last line'}",
               file=sys.stderr)
         if repair:
-            with open(path, "ab") as f:
-                f.write(b"\n")
+            with open_append(path) as f:
+                f.write("\n")
         else:
             os.truncate(path, good)
     return lines
@@ -91,7 +93,7 @@ def stamp(model, tok, settings: dict, template: str | None = None) -> dict:
     """The model (its files), the prompt format and the sampling settings that made an output file."""
     user_turn = template if template is not None else tok.init_kwargs.get("prompt_instruction", INSTRUCTION)
     template = tok.chat_template + "\0" + user_turn
-    return {"model": getattr(model, "source", None),
+    return {"model": getattr(model, "source", None),  # (model_digest: the weights' content, not their path)
             "prompt_format": hashlib.sha256(template.encode()).hexdigest()[:16],
             "sampling": {k: settings.get(k, default) for k, default in STAMPED.items()}}
 
@@ -124,12 +126,16 @@ def check_stamp(out_path: Path, made: dict, done: dict, rows: list[dict]):
     return path
 
 
-def sample_file(model, tok, rows: list[dict], out_path, n=1, progress=True, template=None, **settings) -> list[dict]:
+def sample_file(model, tok, rows: list[dict], out_path, n=1, progress=True, template=None, reads=None,
+                **settings) -> list[dict]:
     """Generate n completions for each row ({"id", "problem", ...}) into out_path (JSON Lines), skipping what is
     already there; under torchrun each process takes every world-th row. Prompts (prompt_text with `template`)
-    longer than the context are counted and skipped. Returns every row of the output file (on every process)."""
+    longer than the context are counted and skipped. Returns every row of the output file (on every process).
+    reads: the file the rows came from, which none of the output's files may be."""
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
+    check_outputs({"the output": out_path, "its settings": out_path.with_name(out_path.stem + ".settings.json"),
+                   "its lock": out_path.with_name(out_path.name + ".lock")}, {"the problems": reads})
+    make_dirs(out_path.parent)
     # one run per output at a time (a second launch would append the same completions twice)
     with run_lock(out_path.with_name(out_path.name + ".lock"), f"the output {out_path}"):
         return sample_into(model, tok, rows, out_path, n, progress, template, settings)
@@ -147,16 +153,16 @@ def sample_into(model, tok, rows, out_path: Path, n, progress, template, setting
         atomic_write(stamp_path, json.dumps(made, indent=1) + "\n")
     context = model.config.max_position_embeddings
     todo, too_long = [], []
-    for row in rows[rank::world]:
-        ids = prompt_ids(tok, row["problem"], template)
-        if len(ids) >= context:
+    for row in rows[rank::world]:  # (a hostile size is skipped from its bytes, untokenized)
+        ids = [] if surely_longer(tok, row["problem"], context) else prompt_ids(tok, row["problem"], template)
+        if not ids or len(ids) >= context:
             too_long.append(str(row["id"]))
         elif any((str(row["id"]), j) not in done for j in range(n)):
             todo.append((row, ids))
     if too_long:
         print(f"sample: skipped {len(too_long)} prompt(s) longer than the context ({context} tokens): "
               f"{', '.join(too_long[:10])}", file=sys.stderr)
-    with open(mine, "a") as f:
+    with open_append(mine) as f:
         def write(i, j, c: Completion):
             row = todo[i][0]
             if (str(row["id"]), j) in done:
@@ -217,14 +223,18 @@ def main(argv=None):
         if len(ids) >= model.config.max_position_embeddings:
             sys.exit(f"error: the prompt has {len(ids)} tokens, more than the model's context "
                      f"({model.config.max_position_embeddings})")
-        for j, c in enumerate(generate(model, [ids], n=args.samples, stop_ids=stop_ids(tok), **settings)[0]):
+        try:
+            outs = generate(model, [ids], n=args.samples, stop_ids=stop_ids(tok), **settings)[0]
+        except ValueError as e:  # logits that are not finite
+            sys.exit(f"error: {model_dir}: {e}")
+        for j, c in enumerate(outs):
             text = tok.decode(c.tokens, skip_special_tokens=True)
             print(f"--- sample {j} ({len(c.tokens)} tokens, {c.finish})\n{text}")
         return
     for k, row in enumerate(rows):
         row.setdefault("id", k)  # a prompts file without ids is keyed by line order
     try:
-        out = sample_file(model, tok, rows, args.out, n=args.samples, **settings)
+        out = sample_file(model, tok, rows, args.out, n=args.samples, reads=args.prompts, **settings)
     except ValueError as e:
         sys.exit(f"error: {e}")
     if rank == 0:
@@ -234,4 +244,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run(main, "every completion written so far is kept; the same command continues from them")

@@ -179,4 +179,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    from common import run
+    run(main, "it writes nothing; run it again")

@@ -142,7 +142,8 @@ def training_data(run: Path, training: dict, bounds, notes: list) -> list[dict]:
         rows = read_file(path, rows=True)
         if not rows:
             continue
-        lengths = [len(ids) for ids in tok([r.get("response", "") for r in rows], add_special_tokens=False)["input_ids"]]
+        texts = [r.get("response", "") for r in rows]
+        lengths = [len(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"]]
         official = str(rows[0].get("source", "")).startswith(OFFICIAL_SOURCE)
         sets.append({"data": "official" if official else "built", "file": str(path), "examples": len(rows),
                      "tokens": sum(lengths) / len(lengths), "tokens_median": quantile(lengths, 0.5),
@@ -417,4 +418,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    from common import run
+    run(main, "its files are written whole or not at all; run the same command again")

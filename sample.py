@@ -321,13 +321,19 @@ class Engine:
         return list(batch), hidden[:, 0]
 
     def sample(self, batch: list[Sequence], hidden) -> list[int]:
-        """The next token of every sequence of the batch: one vectorised draw, one read back to the host."""
+        """The next token of every sequence of the batch: one vectorised draw, one read back to the host. A row whose
+        logits are not finite (a diverged or damaged model) reads back -1, in the same read: the step stops."""
         temperature, top_p, top_k = self.sampling
         u = None
         if temperature:
             keys, steps = self.to_device([s.key for s in batch]), self.to_device([len(s.tokens) for s in batch])
             u = uniforms(keys, steps)
-        return sample_tokens(self.model.lm_head(hidden), temperature, top_p, top_k, u).tolist()
+        logits = self.model.lm_head(hidden)
+        tokens = sample_tokens(logits, temperature, top_p, top_k, u).masked_fill(~logits.isfinite().all(-1), -1)
+        if -1 in (tokens := tokens.tolist()):
+            raise ValueError("the model's logits are not finite (NaN or inf): its weights diverged or are damaged; "
+                             "no completion of this step was kept")
+        return tokens
 
     @torch.no_grad()
     def step(self) -> tuple[int, list[tuple[Sequence, str]]]:
@@ -437,5 +443,6 @@ def generate(model: Transformer, prompts: list[list[int]], max_new_tokens: int, 
 
 
 if __name__ == "__main__":
+    from common import run
     from outputs import main  # the command line, and the files of --prompts
-    main()
+    run(main, "every completion written so far is kept; the same command continues from them")

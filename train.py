@@ -37,8 +37,8 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from checkpoint import (MetricsLog, Weights, checkpoints, load_optimizer, load_tokenizer, model_path, read_config,
-                        resume_point, save_checkpoint, shard_file)
+from checkpoint import (MetricsLog, Weights, diverged, load_optimizer, load_tokenizer, model_digest, model_path,
+                        read_config, resume_point, save_checkpoint, shard_file, surely_longer)
 from common import (FRACTION, PROBLEM_TYPES, RULES, TEXT, above, at_least, atomic_write, between, example_error,
                     file_digest, one_of, read_jsonl, read_settings, setting)
 from model import Config, Transformer, attention_summary, rope_inv_freq, weight_shapes
@@ -91,7 +91,8 @@ class TrainConfig:
     dev_batch_size: int = setting(64, at_least(1))  # KV-cache slots per process
     # checkpoints
     save_interval: int = setting(32, at_least(1))
-    keep_checkpoints: int = setting(2, at_least(1))  # the latest ones kept, besides the one the choice rule prefers
+    keep_checkpoints: int = setting(2, at_least(1))  # the latest kept, besides the choice rule's and the one before
+                                                     # the latest (where a diverged run continues)
     resume: bool = False
     seed: int = setting(0, RULES["seed"])
     wandb_project: str = ""        # log to Weights & Biases too (needs `pip install wandb`)
@@ -122,8 +123,9 @@ def load_examples(path, tok, max_len, name):
             problem, response = turns["user"], turns["assistant"]
         else:
             problem, response = row["problem"], row["response"]
-        ids, n_prompt = example_ids(tok, problem, response)
-        if len(ids) > max_len:
+        ids, n_prompt = ([], 0) if surely_longer(tok, problem + response, max_len) else \
+            example_ids(tok, problem, response)  # (a hostile size is skipped from its bytes, untokenized)
+        if not ids or len(ids) > max_len:
             too_long += 1
         else:
             examples.append((ids, n_prompt))
@@ -239,6 +241,8 @@ def build_model(cfg, source: Path, master: Path | None, proc: Processes):
             try:
                 mine.copy_(weights.read(name, torch.float32, device) if master else
                            weights.read_ours(config, name, torch.float32, device, rows=rows).view(mine.shape))
+            except ValueError as e:  # not finite, or a damaged file: said with its file and tensor
+                raise SystemExit(f"error: {e}") from None
             except (KeyError, RuntimeError) as e:
                 raise SystemExit(f"error: {weights.path}: cannot load {name} for process {rank} of {world} "
                                  f"({type(e).__name__}: {e})") from None
@@ -333,7 +337,7 @@ class RunData:
     dev_rows: list
     dev_prompts: list
     examples: dict  # System (1 or 2) -> its (ids, prompt length) examples
-    files: dict     # the files read, {name: {"path", "sha256"}}: recorded in the state, compared on resume
+    files: dict     # what it began with, {name: {"path", "digest"}}: recorded in the state, compared on resume
 
     @property
     def sizes(self):
@@ -361,8 +365,9 @@ def load_data(cfg) -> RunData:
     weights = (cfg.w_short, 1 - cfg.w_short)
     examples = {k: [] if cfg.mixture == "static" and weights[k - 1] == 0 and not path else
                 load_examples(path, tok, cfg.max_len, f"system{k}") for k, path in ((1, cfg.system1), (2, cfg.system2))}
-    files = {name: {"path": str(Path(path).resolve()), "sha256": file_digest(path)} for name, path in
+    files = {name: {"path": str(Path(path).resolve()), "digest": file_digest(path)} for name, path in
              (("system1", cfg.system1), ("system2", cfg.system2), ("dev", cfg.dev), ("bounds", cfg.bounds)) if path}
+    files["model"] = {"path": cfg.model, "digest": model_digest(Path(cfg.model))}
     return RunData(tok, bounds, dev_rows, [prompt_ids(tok, r["problem"]) for r in dev_rows], examples, files)
 
 
@@ -376,10 +381,7 @@ def train_step(step, cfg, model, opt, mixture, data: RunData, proc: Processes, o
     loss, grad_norm = forward_backward(model, examples, scales, plans, proc.rank, cfg.grad_clip, proc.device)
     n_target = sum(completion_tokens(e) for e in examples)
     if not math.isfinite(loss) or not math.isfinite(grad_norm):
-        last = checkpoints(out_dir)
-        raise SystemExit(f"loss {loss} / grad norm {grad_norm} at step {step}: stopping before the update. "
-                         f"The last good checkpoint is {last[-1] if last else 'none (none was saved yet)'}; "
-                         f"lower lr or check the data, then run again with --resume.")
+        raise diverged(f"loss {loss} / grad norm {grad_norm} at step {step}", out_dir, step - 1)
     lr = lr_at(cfg, step)
     for group in opt.param_groups:
         group["lr"] = lr
@@ -391,10 +393,13 @@ def train_step(step, cfg, model, opt, mixture, data: RunData, proc: Processes, o
             "w_long": mixture.weights[1], "time": dt, "tok_per_s": n_target / dt}
 
 
-def dev_step(step, cfg, model, mixture, data: RunData, proc: Processes) -> dict:
+def dev_step(step, cfg, model, mixture, data: RunData, proc: Processes, out_dir: Path) -> dict:
     """A dev evaluation, and the mixture weights it gives the next eval_interval steps."""
     t0 = time.time()
-    dev_tokens, dev_acc = dev_evaluation(model, cfg, data, step, proc)
+    try:
+        dev_tokens, dev_acc = dev_evaluation(model, cfg, data, step, proc)
+    except ValueError as e:  # logits that are not finite: the update of this step diverged
+        raise diverged(f"dev evaluation at step {step}: {e}", out_dir, step) from None
     e = {"step": step, "dev_tokens": dev_tokens, "dev_acc": dev_acc, "eval_time": time.time() - t0}
     if data.bounds:
         e.update(mixture.update(data.bounds, dev_tokens, dev_acc))
@@ -474,7 +479,7 @@ def train(cfg, proc: Processes, log):
         log(f"step {step}/{cfg.max_steps} | loss {m['loss']:.4f} | lr {m['lr']:.2e} | {m['tok_per_s']:.0f} tok/s | "
             f"w {m['w_short']:.3f}/{m['w_long']:.3f} | {m['time']:.2f}s", flush=True)
         if cfg.dev and step % cfg.eval_interval == 0:
-            e = dev_step(step, cfg, model, mixture, data, proc)
+            e = dev_step(step, cfg, model, mixture, data, proc, out_dir)
             metrics.record(e)
             log(f"eval step {step} | dev tokens {e['dev_tokens']:.1f} | dev acc {e['dev_acc']:.3f} | "
                 f"w {mixture.weights[0]:.3f}/{mixture.weights[1]:.3f} | {e['eval_time']:.1f}s", flush=True)
@@ -491,4 +496,6 @@ def train(cfg, proc: Processes, log):
 
 
 if __name__ == "__main__":
-    main()
+    from common import run
+    run(main, "the checkpoints written so far are kept in out_dir (one being written is dropped); the same command "
+              "with --resume continues from the latest")

@@ -32,7 +32,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common import PROBLEM_TYPES, ArgumentParser, atomic_write, check_settings, jsonl_text, read_jsonl  # noqa: E402
+from common import (PROBLEM_TYPES, ArgumentParser, atomic_write, check_outputs, check_settings,  # noqa: E402
+                    jsonl_text, make_dirs, read_jsonl, run)
 from grade import grade_responses  # noqa: E402
 from checkpoint import load_tokenizer, model_path  # noqa: E402
 from model import Transformer, attention_summary  # noqa: E402
@@ -58,7 +59,8 @@ def sample_and_grade(model_dir, problems, samples_path, args, n):
         print(f"build: {model_dir}: {attention_summary(args.device, dtype)}")
     try:
         rows = sample_file(model, tok, problems, samples_path, n=n, max_new_tokens=args.max_new_tokens,
-                           temperature=args.temperature, top_p=args.top_p, seed=args.seed, batch_size=args.batch_size)
+                           temperature=args.temperature, top_p=args.top_p, seed=args.seed, batch_size=args.batch_size,
+                           reads=args.problems)
     except ValueError as e:  # samples made otherwise, or a damaged samples file
         sys.exit(f"error: {e}")
     release_engine()  # the engine holds the model and its cache: free both before the next model (bounds)
@@ -177,7 +179,8 @@ def main(argv=None):
     if not problems:
         sys.exit(f"error: {args.problems} has no problems")
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    check_outputs({"--out": out}, {"--problems": args.problems})
+    make_dirs(out.parent)
     if args.stage == "dev":
         return build_dev(args, problems, out)
     _, _, args.device = start_processes()  # under torchrun: every process samples its share of the problems
@@ -187,4 +190,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run(main, "every sample written so far is kept (OUT.samples.jsonl); the same command continues from them")

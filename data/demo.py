@@ -213,4 +213,5 @@ def make_sets(args) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from common import run
+    run(main, "its files are written whole or not at all; run the same command again")

@@ -50,7 +50,7 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common import TEXT, ArgumentParser, atomic_write, jsonl_text, read_jsonl  # noqa: E402
+from common import TEXT, ArgumentParser, atomic_write, jsonl_text, read_jsonl, write_failed  # noqa: E402
 
 OUT_DIR = Path(__file__).resolve().parent / "bench"
 
@@ -179,12 +179,15 @@ def git_blob_sha1(path: Path) -> str:
 def fetch_official(url: str, dest: Path):
     """url into dest, streamed, at most OFFICIAL_MAX_BYTES; any failure is one line."""
     try:
-        with urllib.request.urlopen(url, timeout=60) as r, open(dest, "wb") as f:
+        with urllib.request.urlopen(url, timeout=60) as r, open(dest, "wb", buffering=0) as f:
             while block := r.read(1 << 20):
                 if f.tell() + len(block) > OFFICIAL_MAX_BYTES:
                     sys.exit(f"error: {url}: more than {OFFICIAL_MAX_BYTES >> 30} GiB, not an official file; "
                              f"nothing was written")
-                f.write(block)
+                try:
+                    f.write(block)
+                except OSError as e:  # the disk, not the download
+                    raise write_failed(dest.parent, e) from None
     except (OSError, ValueError, http.client.HTTPException) as e:  # no network, a 404, a cut connection, a bad URL
         sys.exit(f"error: could not download {url} ({type(e).__name__}: {e}); nothing was written. --official "
                  f"needs access to raw.githubusercontent.com; offline, copy the release's files (at commit "
@@ -303,4 +306,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    from common import run
+    run(main, "the files already written are kept, each whole; the same command writes them again")

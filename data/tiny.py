@@ -52,9 +52,15 @@ def make_tokenizer(alphabet: str | None = None):
 
 def make_model(out, family="qwen2", vocab_size=None, tokenizer=None, hidden=64, layers=2, heads=4, kv_heads=2,
                intermediate=128, context=1024, seed=0, init_std=0.02):
-    """Save a random model (and the tokenizer) to `out` with transformers' own save_pretrained."""
+    """Save a random model (and the tokenizer) to `out` with transformers' own save_pretrained, written beside it
+    and renamed into place (a failed write leaves nothing)."""
+    import shutil
+    import tempfile
     import torch
     from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config, Qwen3Config
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from checkpoint import commit_dir
+    from common import make_dirs, write_failed
     tokenizer = tokenizer or make_tokenizer()
     common = dict(vocab_size=vocab_size or len(tokenizer), hidden_size=hidden, intermediate_size=intermediate,
                   num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
@@ -69,9 +75,20 @@ def make_model(out, family="qwen2", vocab_size=None, tokenizer=None, hidden=64, 
     }[family]()
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config)
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return Path(out)
+    out = Path(out)
+    make_dirs(out.parent)
+    tmp = None
+    try:
+        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        commit_dir(tmp, out)
+    except OSError as e:
+        raise write_failed(out, e) from None
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
 
 
 def answer_key(problem_files, out, style, every):
@@ -93,9 +110,9 @@ def answer_key(problem_files, out, style, every):
     return rows
 
 
-if __name__ == "__main__":
+def main():
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from common import ArgumentParser, at_least, check_settings
+    from common import ArgumentParser, at_least, check_settings, check_outputs
     p = ArgumentParser(description="save a tiny random model (with a byte-level R1-format tokenizer, "
                                             "or the one in --tokenizer), or write an answer key to fit one to")
     p.add_argument("--out_dir", help="where to save the model")
@@ -116,12 +133,14 @@ if __name__ == "__main__":
     check_settings(vars(args), {k: at_least(1) for k in ("every", "hidden", "layers", "heads", "kv_heads",
                                                           "intermediate", "context")} | {"seed": at_least(0)})
     if args.answer_key:
+        for f in args.problems or []:
+            check_outputs({"--answer_key": args.answer_key}, {"--problems": f})
         try:
             rows = answer_key(args.problems, args.answer_key, args.style, args.every)
         except (OSError, ValueError) as e:
             sys.exit(f"error: {e}")
         print(f"{args.answer_key}: {len(rows)} {args.style} answers")
-        sys.exit()
+        return
     if not args.out_dir:
         p.error("--out_dir is required")
     tokenizer = None
@@ -131,3 +150,9 @@ if __name__ == "__main__":
     print(make_model(args.out_dir, args.family, tokenizer=tokenizer, hidden=args.hidden, layers=args.layers,
                      heads=args.heads, kv_heads=args.kv_heads, intermediate=args.intermediate, context=args.context,
                      seed=args.seed))
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from common import run
+    run(main, "a model is saved whole or not at all; run the same command again")

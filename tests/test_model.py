@@ -175,7 +175,7 @@ def test_a_tensor_of_the_wrong_shape_or_dtype_is_named_before_anything_is_read(t
 
 def test_corrupt_config_names_the_line(tmp_path):
     (tmp_path / "config.json").write_text('{\n "vocab_size": 10,\n oops\n}')
-    with pytest.raises(ValueError, match="config.json: line 3"):
+    with pytest.raises(ValueError, match="config.json:3: not valid JSON"):
         M.Transformer.from_pretrained(tmp_path)
 
 

@@ -187,7 +187,7 @@ def test_the_official_data_is_downloaded_checked_converted_and_trained_on(releas
                 f"--system2={out / 'system2.jsonl'}", "--mixture=static", f"--out_dir={tmp_path / 'run' / 'tldr'}",
                 "--max_steps=2", "--global_batch=4", "--row_tokens=512", "--max_len=512", "--save_interval=2"])
     state = json.loads((tmp_path / "run" / "tldr" / "step_000002" / "train_state" / "state.json").read_text())
-    assert state["step"] == 2 and state["data"]["system1"]["sha256"] == prepare.sha256(
+    assert state["step"] == 2 and state["data"]["system1"]["digest"] == prepare.sha256(
         (out / "system1.jsonl").read_text())
 
 
