@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).parent / "data"))
 import checkpoint  # noqa: E402
 import model as M  # noqa: E402
 from common import atomic_write  # noqa: E402
+import prompts as P  # noqa: E402
 import sample  # noqa: E402
 import tiny  # noqa: E402
 
@@ -78,7 +79,7 @@ def generation_setup(workdir: Path):
                            init_std=0.3, seed=0)
     tok = checkpoint.load_tokenizer(path)
     ours = M.Transformer.from_pretrained(path)
-    prompts = [sample.prompt_ids(tok, f"{i * 37 % 101} * {i * 53 % 89} = ?") for i in range(128)]
+    prompts = [P.prompt_ids(tok, f"{i * 37 % 101} * {i * 53 % 89} = ?") for i in range(128)]
     free = [o[0].tokens for o in sample.generate(ours, prompts, max_new_tokens=400, batch_size=32)]
     return path, tok, ours, prompts, free
 
@@ -345,7 +346,7 @@ def bench_train(workdir: Path):
     rng = torch.Generator().manual_seed(0)
     # long-tailed response lengths, like CoT traces: most short, a few very long
     lengths = torch.distributions.LogNormal(4.5, 0.9).sample((256,)).clamp(10, 1500).long().tolist()
-    examples = [sample.example_ids(tok, f"{i} + {i} = ?", "".join(chr(97 + int(c)) for c in
+    examples = [P.example_ids(tok, f"{i} + {i} = ?", "".join(chr(97 + int(c)) for c in
                                    torch.randint(0, 26, (n,), generator=rng))) for i, n in enumerate(lengths)]
     lens = torch.tensor([float(len(ids)) for ids, _ in examples])
     steps, global_batch, row_tokens, micro_batch = 6, 32, 2048, 8  # 8 sequences per micro-batch, as the official run
@@ -505,7 +506,7 @@ def gpu_speed(path, device, batch, prompt_tokens=512, new_tokens=256):
 def gpu_training(path, device, tokens):
     """Training MFU of our step (FSDP2 in a group of one, bf16, flash-attn) and of transformers' model on the same
     8k-token batch; and our measured peak memory against the plan."""
-    import plan
+    import memory
     import processes
     import train
     from transformers import AutoModelForCausalLM
@@ -543,12 +544,11 @@ def gpu_training(path, device, tokens):
                 torch.cuda.synchronize()
             seconds.append(time.perf_counter() - t0)
         mfu = 6 * n_params * tokens / min(seconds[1:]) / peak if peak else float("nan")
-        memory = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
-        results[side] = (mfu, memory)
+        results[side] = (mfu, torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0)
         del model, opt
     cfg = train.TrainConfig(model=str(path), row_tokens=tokens, activation_checkpointing=True)
-    planned = sum(plan.memory_plan(plan.plan_config(str(path)), cfg, 1, torch.bfloat16, True,
-                                    M.Transformer.loss_chunk)["training step"].values())
+    planned = sum(memory.memory_plan(memory.plan_config(str(path)), cfg, 1, torch.bfloat16, True,
+                                     M.Transformer.loss_chunk)["training step"].values())
     return results, planned, name
 
 

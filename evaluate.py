@@ -311,12 +311,13 @@ def answer_benchmark(model, tok, b, rows, out, source, settings, args, rank, log
     """Benchmark b's completions into `out` (resumable: sample_file appends each as it finishes and skips the (id,
     sample) pairs already done), then, on rank 0, graded: its metrics (None on the other processes)."""
     from common import atomic_write, jsonl_text
-    from outputs import sample_file
+    from prompts import sample_file
+    from sample import generate
     n = settings["samples"][b]
     log(f"evaluate: {b}: {len(rows)} problems x {n} samples -> {out}")
     keep = ("id", "problem", "answer", "level")
     try:
-        done = sample_file(model, tok, [{k: p[k] for k in keep if k in p} for p in rows], out, n=n,
+        done = sample_file(model, tok, [{k: p[k] for k in keep if k in p} for p in rows], out, generate, n=n,
                            template=prompt_template(args.protocol, b), batch_size=args.batch_size,
                            max_new_tokens=settings["max_new_tokens"], temperature=settings["temperature"],
                            top_p=settings["top_p"], seed=args.seed, reads=source)
@@ -334,13 +335,11 @@ def answer_benchmark(model, tok, b, rows, out, source, settings, args, rank, log
 
 
 def run_evaluation(args):
-    import torch  # the model and the engine need torch; grading does not, so it is imported here
-
-    import sample
+    # the model and the engine need torch; grading does not, so they are imported here
+    import torch
+    from checkpoint import model_path
     from common import atomic_write, check_outputs
-    from processes import start_processes
-    from checkpoint import load_tokenizer, model_path
-    from model import Transformer, attention_summary
+    from prompts import INSTRUCTION, load_for_sampling
 
     try:
         args.model = str(model_path(args.model))
@@ -351,18 +350,11 @@ def run_evaluation(args):
     out_dir = Path(args.out_dir or Path("out") / "eval" / f"{Path(args.model).resolve().name}-{args.protocol}")
     check_outputs({"its summary": out_dir / "summary.json", "its table": out_dir / "summary.md"},
                   {"--compare": args.compare, **{f"the benchmark {b}": path for b, path in sources.items()}})
-    rank, _, device = start_processes()  # under torchrun every process answers its share of each benchmark
-    dtype = args.dtype or ("bfloat16" if device.type == "cuda" else "float32")
-    try:
-        tok = load_tokenizer(args.model)
-        model = Transformer.from_pretrained(args.model, dtype=getattr(torch, dtype), device=device)
-    except (OSError, ValueError) as e:
-        sys.exit(f"error: {e}")
+    model, tok, rank = load_for_sampling(args.model, args.dtype)  # under torchrun every GPU answers its share
     log = print if rank == 0 else (lambda *a, **k: None)
-    log(attention_summary(device, model.lm_head.weight.dtype))
 
     # the user turn of every benchmark's prompts, as the summary and the report show it
-    r1_prompt = "\n".join(filter(None, ["{problem}", tok.init_kwargs.get("prompt_instruction", sample.INSTRUCTION)]))
+    r1_prompt = "\n".join(filter(None, ["{problem}", tok.init_kwargs.get("prompt_instruction", INSTRUCTION)]))
     settings["prompts"] = {b: prompt_template(args.protocol, b) or r1_prompt for b in problems}
     settings["samples"] = {b: args.samples or protocol_samples(args.protocol, b) for b in problems}
     summary = {"model": args.model, "settings": settings, "benchmarks": {}}

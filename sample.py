@@ -13,7 +13,7 @@ The prompts file has one problem per line ({"id": ..., "problem": ...}); each fi
 appended to a part file at once, and a rerun skips the (id, sample) pairs already done, so an interrupted run
 loses nothing; the output is written in the prompts' order. From Python (what train.py and evaluate.py call):
 
-    outs = generate(model, [prompt_ids(tok, "What is 7 * 8?")], max_new_tokens=512, stop_ids=stop_ids(tok))
+    outs = generate(model, [prompts.prompt_ids(tok, "What is 7 * 8?")], max_new_tokens=512, stop_ids=[tok.eos_token_id])
     outs[0][0].tokens, outs[0][0].finish      # the completion of prompt 0, sample 0; "stop" or "length"
 
 A decode step builds its integer tensors (positions, block tables, cache slots) once, in their final dtypes,
@@ -38,58 +38,7 @@ from dataclasses import dataclass, field
 import torch
 
 from model import CacheIndex, KVCache, Transformer
-from plan import kv_pages
-
-# DeepSeek's recommended instruction for math; the user turn carries it, the answer starts with "<think>\n".
-INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
-
-
-# -----------------------------------------------------------------------------
-# prompts, in the R1 chat format (shared with train.py so training and testing see the same text)
-
-def prompt_text(tok, problem: str, template: str | None = None) -> str:
-    """A problem as the model's prompt. template=None: the R1 prompt (the problem, then DeepSeek's instruction;
-    the answer starts with "<think>\n"), the one prompt of training, dev evaluation and the deepseek protocol.
-    A template (a format string with {problem}) is the user turn as SkyThought renders it for the paper's test
-    table: no system prompt, the model's chat template as it is (vLLM's LLM.chat), nothing added."""
-    if template is not None:
-        return tok.apply_chat_template([{"role": "user", "content": template.format(problem=problem)}],
-                                       tokenize=False, add_generation_prompt=True)
-    # a tokenizer_config.json may set its own "prompt_instruction" (the demo's tiny models use "": no sentence)
-    instruction = tok.init_kwargs.get("prompt_instruction", INSTRUCTION)
-    if instruction and instruction not in problem:  # chat data may carry it already
-        problem = f"{problem}\n{instruction}"
-    text = tok.apply_chat_template([{"role": "user", "content": problem}],
-                                   tokenize=False, add_generation_prompt=True)
-    # newer R1 templates end the generation prompt with "<think>\n", older ones do not: make it always so for
-    # a thinking model; a model without a <think> token (the short model, Qwen2.5-Instruct) answers directly
-    if "<think>" not in tok.get_vocab() or text.endswith("<think>\n"):
-        return text
-    return text + "<think>\n"
-
-
-def prompt_ids(tok, problem: str, template: str | None = None) -> list[int]:
-    # the template already starts with BOS: encoding with special tokens again would add a second one
-    return tok(prompt_text(tok, problem, template), add_special_tokens=False)["input_ids"]
-
-
-def example_ids(tok, problem: str, response: str) -> tuple[list[int], int]:
-    """A training example: the prompt exactly as at generation time, then the response and EOS.
-    Returns (ids, number of prompt tokens). For a thinking model the prompt ends with "<think>\n": a response that
-    starts with it too (R1's answers under its older template) has it once, and a response without "</think>" (an
-    answer without thought: Qwen2.5-Instruct's System-1 answers, the official System-1 files) follows an empty
-    thought, so that every example closes its thinking and the answer stands after "</think>" as in R1's."""
-    prompt = prompt_ids(tok, problem)
-    if prompt_text(tok, problem).endswith("<think>\n"):
-        response = response.removeprefix("<think>\n")
-        response = response if "</think>" in response else "\n</think>\n\n" + response
-    completion = tok(response, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-    return prompt + completion, len(prompt)
-
-
-def stop_ids(tok) -> list[int]:
-    return [tok.eos_token_id]
-
+from memory import kv_pages
 
 # -----------------------------------------------------------------------------
 # sampling: batch-independent randomness, and the next token of every row in one call
@@ -396,7 +345,7 @@ def generate(model: Transformer, prompts: list[list[int]], max_new_tokens: int, 
              top_k=0, n=1, stop_ids=(), seed=0, batch_size=32, max_prefill_tokens=8192, on_finish=None,
              progress=False, kv_memory=None, page_size=None, cuda_graphs=None, stats=None) -> list[list[Completion]]:
     """Generate n completions for every prompt (token ids). Returns outs[prompt][sample].
-    kv_memory: bytes of KV cache (see plan.kv_pages); page_size: tokens per page (see below); cuda_graphs: capture the
+    kv_memory: bytes of KV cache (see memory.kv_pages); page_size: tokens per page (see below); cuda_graphs: capture the
     decode step (default: on CUDA with flash-attn); stats: a dict that receives the engine's counts (peak pages
     in use, preemptions, page bytes). The engine (KV cache, CUDA graphs) stays for the next call with this model
     (engine_for); release_engine() frees it."""
@@ -442,7 +391,7 @@ def generate(model: Transformer, prompts: list[list[int]], max_new_tokens: int, 
     return outs
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # the command line, in prompts.py beside the files of --prompts, with this engine
     from common import run
-    from outputs import main  # the command line, and the files of --prompts
-    run(main, "every completion written so far is kept; the same command continues from them")
+    from prompts import main
+    run(lambda: main(generate), "every completion written so far is kept; the same command continues from them")

@@ -42,11 +42,12 @@ from checkpoint import (MetricsLog, Weights, diverged, load_optimizer, load_toke
 from common import (FRACTION, PROBLEM_TYPES, RULES, TEXT, above, at_least, atomic_write, between, example_error,
                     file_digest, one_of, read_jsonl, read_settings, setting)
 from model import Config, Transformer, attention_summary, rope_inv_freq, weight_shapes
-from plan import check_plan, dev_cache_bytes
+from memory import check_plan, dev_cache_bytes
 from processes import (Processes, all_gather_lists, all_sum, full, local, run_lock, shard, shard_rows,
                        training_processes)
 from ratio import Bounds, Mixture
-from sample import example_ids, generate, prompt_ids, release_engine, stop_ids
+from prompts import example_ids, prompt_ids, stop_ids
+from sample import generate, release_engine
 
 
 @dataclass

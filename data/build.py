@@ -19,7 +19,7 @@ so a killed run resumes where it stopped), then writes OUT in one atomic step.
 
 Problems are JSON Lines {"id", "problem", "answer"}. The data sets are JSON Lines {"id", "problem", "response"}
 in the format train.py reads, each response as the model wrote it. A short model that does not think (no <think>
-token) answers directly; training renders such an answer after an empty thought (sample.example_ids), so that
+token) answers directly; training renders such an answer after an empty thought (prompts.example_ids), so that
 System-1 examples close their thinking as R1's answers do, only at once.
 """
 
@@ -35,30 +35,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import (PROBLEM_TYPES, ArgumentParser, atomic_write, check_outputs, check_settings,  # noqa: E402
                     jsonl_text, make_dirs, read_jsonl, run)
 from grade import grade_responses  # noqa: E402
-from checkpoint import load_tokenizer, model_path  # noqa: E402
-from model import Transformer, attention_summary  # noqa: E402
+from prompts import load_for_sampling, sample_file  # noqa: E402
 from ratio import Bounds  # noqa: E402
-from processes import rank_and_world, start_processes  # noqa: E402
-from outputs import sample_file  # noqa: E402
-from sample import release_engine  # noqa: E402
+from sample import generate, release_engine  # noqa: E402
 
 
 def sample_and_grade(model_dir, problems, samples_path, args, n):
     """All n completions of every problem (resumable; under torchrun every process answers its share), graded on
     rank 0: its rows with "correct" and "pred"; the other processes get None. What made the samples is in
     SAMPLES.settings.json (a rerun with another model or settings is refused)."""
-    rank, _ = rank_and_world()
-    dtype = torch.bfloat16 if args.device.type == "cuda" else torch.float32
+    model, tok, rank = load_for_sampling(model_dir)  # a model directory, a run's chosen.json, or a run's folder
     try:
-        model_dir = model_path(model_dir)  # a model directory, a run's chosen.json, or a run's folder
-        tok = load_tokenizer(model_dir)
-        model = Transformer.from_pretrained(model_dir, dtype=dtype, device=args.device)
-    except (OSError, ValueError) as e:
-        sys.exit(f"error: {e}")
-    if rank == 0:
-        print(f"build: {model_dir}: {attention_summary(args.device, dtype)}")
-    try:
-        rows = sample_file(model, tok, problems, samples_path, n=n, max_new_tokens=args.max_new_tokens,
+        rows = sample_file(model, tok, problems, samples_path, generate, n=n, max_new_tokens=args.max_new_tokens,
                            temperature=args.temperature, top_p=args.top_p, seed=args.seed, batch_size=args.batch_size,
                            reads=args.problems)
     except ValueError as e:  # samples made otherwise, or a damaged samples file
@@ -183,7 +171,6 @@ def main(argv=None):
     make_dirs(out.parent)
     if args.stage == "dev":
         return build_dev(args, problems, out)
-    _, _, args.device = start_processes()  # under torchrun: every process samples its share of the problems
     (build_bounds if args.stage == "bounds" else build_dataset)(args, problems, out)
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()

@@ -10,7 +10,7 @@ number occurs twice. Answers are the integers 0..9. A tiny model recalls an easy
 but gets a hard one right only by writing the running total down step by step; each step is an easy
 problem.
 
-Responses are what the model writes after the prompt's "<think>\n" (sample.example_ids appends EOS):
+Responses are what the model writes after the prompt's "<think>\n" (prompts.example_ids appends EOS):
 
 - System-2 (long, R1-like): one line per step, then 0 to 3 redundant re-checks of the whole chain,
   drawn uniformly per trace (the varying amount of R1's "wait, let me verify"); sampling the long model
@@ -163,7 +163,7 @@ def main(argv=None):
         atomic_write(out / f"{name}.jsonl", jsonl_text(rows))
         print(f"{out / name}.jsonl: {len(rows)} rows")
     tok = tiny.make_tokenizer(ALPHABET)
-    # prompts without R1's instruction sentence (sample.prompt_text reads this): a tiny model learns nothing from
+    # prompts without R1's instruction sentence (prompts.prompt_text reads this): a tiny model learns nothing from
     # it, and it would make the examples 1.6-2.7x longer
     tok.init_kwargs["prompt_instruction"] = ""
     tok.save_pretrained(out / "tokenizer")

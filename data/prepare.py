@@ -29,7 +29,7 @@ below). Each download is checked against its git blob SHA-1 before anything read
 is refused and nothing is written), then converted to train.py's format: the official reader takes one JSON object
 per line (src/train_dynamic_lora/cot_domain.py:75, the .json files too) and the trainer only its "query" and
 "response" (TR:759-763 of the release): they become "problem" and "response", any other field is left out, and a
-line without both strings is refused with the file and line. The response is kept as written; sample.example_ids
+line without both strings is refused with the file and line. The response is kept as written; prompts.example_ids
 says how a response with and without a think block is rendered. --official_url fetches from a mirror (a file://
 folder holding the release's paths) instead.
 

@@ -30,16 +30,16 @@ def test_a_response_with_or_without_a_think_block_closes_its_thinking_once(respo
     """Training data, built or official, hold responses as their models wrote them: R1's with its thinking (after the
     prompt's "<think>\n", or repeating it), an instruct model's without. Each is rendered so that the assistant turn
     opens its thinking once and closes it before the answer; a model without a <think> token gets the text as is."""
-    import sample
+    import prompts
     import tiny
     tok = tiny.make_tokenizer()
-    ids, n_prompt = sample.example_ids(tok, "2+2?", response)
+    ids, n_prompt = prompts.example_ids(tok, "2+2?", response)
     assert tok.decode(ids).endswith("<｜Assistant｜>" + rendered + tiny.EOS)
     assert tok.decode(ids[:n_prompt]).endswith("<｜Assistant｜><think>\n")
     monkeypatch.setattr(tiny, "THINK", [])  # an instruct model: no <think> token, a template that opens none
     plain = tiny.make_tokenizer()
     plain.chat_template = tiny.CHAT_TEMPLATE.replace("<think>\n{% endif %}", "{% endif %}")
-    ids, n_prompt = sample.example_ids(plain, "2+2?", response)
+    ids, n_prompt = prompts.example_ids(plain, "2+2?", response)
     assert plain.decode(ids[n_prompt:]) == response + tiny.EOS
 
 

@@ -1,4 +1,4 @@
-"""plan.py: the memory plan as code, checked against the peaks torch's MemTracker measures on CPU for real
+"""memory.py and plan.py: the memory plan as code, checked against the peaks torch's MemTracker measures on CPU for real
 training steps of small models (one plain process, and FSDP2 over two gloo processes in bf16 mixed precision)."""
 import contextlib
 import subprocess
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import model as M
-import plan
+import memory
 import processes
 import train
 
@@ -57,7 +57,7 @@ def measured_peak(cfg, world, rank, dtype, sharded):
 
 
 def planned_peak(cfg, world, dtype, sharded):
-    return sum(plan.memory_plan(M.Config.from_hf(SHAPE), cfg, world, dtype, sharded,
+    return sum(memory.memory_plan(M.Config.from_hf(SHAPE), cfg, world, dtype, sharded,
                                  M.Transformer.loss_chunk)["training step"].values())
 
 

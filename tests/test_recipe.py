@@ -135,13 +135,13 @@ def test_the_14b_recipe_takes_the_official_step(tmp_path, init_std, official_cli
     with a gradient norm between 1 and 4 (the official run did not clip) and above 4 (it did). Back at 1.0 / 1e-8
     (either one) the update differs by tenths of the lr; the equality holds to fp32 round-off (per element, the
     update over lr is AdamW's first step, in [-1, 1])."""
-    import sample
+    import prompts
     import tiny
     import checkpoint
     tiny.make_model(tmp_path / "model", "qwen2", seed=0, init_std=init_std)
     tok = checkpoint.load_tokenizer(tmp_path / "model")
     # 2 GPUs x 4 accumulated sequences of varied lengths: the 14B run's shape (8 GPUs x 4) at a quarter of the width
-    examples = [sample.example_ids(tok, f"{a}*{b}", f"{a} times {b}. " + "Wait, let me check. " * (a * b % 9)
+    examples = [prompts.example_ids(tok, f"{a}*{b}", f"{a} times {b}. " + "Wait, let me check. " * (a * b % 9)
                                    + f"</think>\n\n\\boxed{{{a * b}}}")
                 for a, b in [(1, 2), (3, 4), (2, 5), (4, 4), (5, 3), (6, 1), (7, 2), (8, 3)]]
     cfg = read_settings(train.TrainConfig, [str(ROOT / "config" / "r1_14b.py"), "--global_batch=8", "--lr=1e-3"])

@@ -3,6 +3,7 @@ traceback), and a refused command changes nothing a user made (checked by hashin
 Grouped by kinds, each tried with several members: settings and fields; reruns and damaged files; the machine's
 faults (locks, full disks); then links and permissions, values inside files, advice that works, content-addressed
 resume, outputs that never overwrite inputs, bounded memory, interrupts."""
+import functools
 import hashlib
 import json
 import os
@@ -20,13 +21,14 @@ import demo
 import evaluate
 import grade
 import checkpoint
-import outputs
+import prompts
 import sample
 import train
 from checkpoint import model_path
 from ratio import Bounds
 
 ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = functools.partial(prompts.main, sample.generate)  # what `python sample.py` runs
 
 
 def snapshot(*folders) -> dict:
@@ -57,7 +59,7 @@ def work(tiny_models, tmp_path_factory):
     model = tiny_models["qwen2"]
     write_jsonl(d / "problems.jsonl", [{"id": f"p{i}", "problem": f"What is {i} + 1?", "answer": str(i + 1)}
                                        for i in range(4)])
-    outputs.main(["--model", str(model), "--prompts", str(d / "problems.jsonl"), "--out", str(d / "out.jsonl"),
+    prompts.main(sample.generate, ["--model", str(model), "--prompts", str(d / "problems.jsonl"), "--out", str(d / "out.jsonl"),
                  "--samples", "2", "--max_new_tokens", "6", "--temperature", "0.7"])
     write_jsonl(d / "s1.jsonl", [{"problem": f"{a}+1", "response": f"</think>\n\n\\boxed{{{a + 1}}}"}
                                  for a in range(8)])
@@ -93,7 +95,7 @@ def train_args(model, d, **over):
 ])
 def test_sample_refuses_bad_settings(work, flag, value, message):
     d, model = work
-    refused(outputs.main, ["--model", model, "--prompts", d / "problems.jsonl", "--out", d / "out.jsonl", flag, value],
+    refused(SAMPLE, ["--model", model, "--prompts", d / "problems.jsonl", "--out", d / "out.jsonl", flag, value],
             message, d)
 
 
@@ -190,7 +192,7 @@ def test_problem_files_with_a_field_of_the_wrong_type(work, tmp_path, row, messa
     bad = write_jsonl(tmp_path / "bad.jsonl", [{"id": "ok", "problem": "1+1", "answer": "2"}, row])
     refused(build.main, ["system2", "--model", model, "--problems", bad, "--out", d / "out.jsonl"], message, d)
     refused(evaluate.main, ["--model", model, "--bench", bad, "--out_dir", d / "eval"], message, d)
-    refused(outputs.main, ["--model", model, "--prompts", bad, "--out", d / "out.jsonl"], message, d)
+    refused(SAMPLE, ["--model", model, "--prompts", bad, "--out", d / "out.jsonl"], message, d)
     refused(train.main, train_args(model, d, dev=bad), message, d)
 
 
@@ -204,7 +206,7 @@ def test_two_problems_under_one_id_are_refused(work, tmp_path):
     message = "bad.jsonl:3: id '7' again (line 1 has it): every line needs its own id"
     refused(build.main, ["system2", "--model", model, "--problems", bad, "--out", d / "out.jsonl"], message, d)
     refused(evaluate.main, ["--model", model, "--bench", bad, "--out_dir", d / "eval"], message, d)
-    refused(outputs.main, ["--model", model, "--prompts", bad, "--out", d / "out.jsonl"], message, d)
+    refused(SAMPLE, ["--model", model, "--prompts", bad, "--out", d / "out.jsonl"], message, d)
 
 
 @pytest.mark.parametrize("row, message", [
@@ -265,16 +267,16 @@ def test_stale_samples_are_refused(work, tiny_models):
     d, model = work
     out = d / "out.jsonl"
     common = ["--prompts", d / "problems.jsonl", "--out", out, "--samples", "2", "--max_new_tokens", "6"]
-    refused(outputs.main, ["--model", model, *common, "--temperature", "0.9"],
+    refused(SAMPLE, ["--model", model, *common, "--temperature", "0.9"],
             "made otherwise (sampling.temperature: 0.7 -> 0.9)", d)
-    refused(outputs.main, ["--model", tiny_models["llama"], *common, "--temperature", "0.7"], "made otherwise (model: ", d)
+    refused(SAMPLE, ["--model", tiny_models["llama"], *common, "--temperature", "0.7"], "made otherwise (model: ", d)
     stage = ["system2", "--model", model, "--problems", d / "problems.jsonl", "--out", d.parent / "s2" / "s2.jsonl",
              "--samples", "2", "--max_new_tokens", "6", "--temperature", "0.7"]
     with pytest.raises(SystemExit, match="no problem got a correct answer"):  # a random model: samples, no data
         build.main([str(a) for a in stage])
     refused(build.main, stage + ["--top_p", "0.9"], "sampling.top_p: 1.0 -> 0.9", d, d.parent / "s2")
     edited = write_jsonl(d.parent / "edited.jsonl", [{"id": "p0", "problem": "What is 9 + 9?", "answer": "18"}])
-    refused(outputs.main, ["--model", model, "--prompts", edited, "--out", out, "--samples", "2", "--max_new_tokens",
+    refused(SAMPLE, ["--model", model, "--prompts", edited, "--out", out, "--samples", "2", "--max_new_tokens",
                           "6", "--temperature", "0.7"], "id p0 was sampled for another problem text", d)
 
 
@@ -298,7 +300,7 @@ def test_an_output_whose_last_line_lacks_its_newline_is_repaired(work, tmp_path)
     shutil.copy(d / "out.settings.json", tmp_path / "o.settings.json")
     out.write_text(out.read_text().rstrip("\n"))  # an editor dropped the final newline
     lines = out.read_text().splitlines()
-    outputs.main(["--model", str(model), "--prompts", str(d / "problems.jsonl"), "--out", str(out), "--samples", "3",
+    prompts.main(sample.generate, ["--model", str(model), "--prompts", str(d / "problems.jsonl"), "--out", str(out), "--samples", "3",
                  "--max_new_tokens", "6", "--temperature", "0.7"])
     again = out.read_text().splitlines()
     assert len(again) == 12 and all(json.loads(line) for line in again)  # no "}{"
@@ -313,7 +315,7 @@ def test_a_damaged_line_inside_an_output_is_named_and_nothing_is_written(work, t
     shutil.copy(d / "out.settings.json", tmp_path / "o.settings.json")
     lines = (d / "out.jsonl").read_text().splitlines()
     out.write_text("\n".join([lines[0], '{"id": 1, "sample": "x"}', *lines[2:]]) + "\n")
-    refused(outputs.main, ["--model", model, "--prompts", d / "problems.jsonl", "--out", out, "--samples", "3",
+    refused(SAMPLE, ["--model", model, "--prompts", d / "problems.jsonl", "--out", out, "--samples", "3",
                            "--max_new_tokens", "6", "--temperature", "0.7"], "o.jsonl:2: 'sample' must be", tmp_path)
 
 
@@ -337,7 +339,7 @@ def test_a_damaged_tokenizer_is_named(work, tmp_path):
     broken = tmp_path / "model"
     shutil.copytree(model, broken)
     (broken / "tokenizer.json").write_text((broken / "tokenizer.json").read_text()[:300])
-    refused(outputs.main, ["--model", broken, "--prompt", "hi"], "tokenizer.json: damaged", d)
+    refused(SAMPLE, ["--model", broken, "--prompt", "hi"], "tokenizer.json: damaged", d)
 
 
 @pytest.mark.parametrize("text, message", [
@@ -418,7 +420,7 @@ def test_a_second_launch_into_a_running_run_is_refused_with_the_holders_pid(work
         holder.wait()
     holder = hold_lock_in_a_process(d / "out.jsonl.lock", "sleep")
     try:
-        refused(outputs.main, ["--model", model, "--prompts", d / "problems.jsonl", "--out", d / "out.jsonl",
+        refused(SAMPLE, ["--model", model, "--prompts", d / "problems.jsonl", "--out", d / "out.jsonl",
                               "--samples", "2", "--max_new_tokens", "6", "--temperature", "0.7"],
                 f"the output {d / 'out.jsonl'} is in use by pid {holder.pid}", d)
     finally:
@@ -509,13 +511,13 @@ def test_a_write_that_fails_stops_with_one_line_and_leaves_no_temporary_file(tmp
 # and resume), tried with several members of the kind through the scripts' entry points.
 
 
-def script(module, *argv, monkeypatch):
-    """A script as its command line runs it (common.run around its main, sys.argv its arguments): the SystemExit
-    it ends with (a test of a success would not call this)."""
+def script(main, *argv, monkeypatch):
+    """A script as its command line runs it (common.run around its main, or a module's, sys.argv its arguments):
+    the SystemExit it ends with (a test of a success would not call this)."""
     from common import run
-    monkeypatch.setattr(sys, "argv", [module.__file__, *map(str, argv)])
+    monkeypatch.setattr(sys, "argv", ["script", *map(str, argv)])
     with pytest.raises(SystemExit) as e:
-        run(module.main, "(kept)")
+        run(getattr(main, "main", main), "(kept)")
     return str(e.value.code)
 
 
@@ -543,7 +545,7 @@ def test_a_link_planted_at_any_file_of_a_sampling_output_is_refused(work, tmp_pa
     d, model = work
     (tmp_path / "o").mkdir()
     (tmp_path / "o" / planted).symlink_to(outside)
-    message = script(outputs, "--model", model, "--prompts", d / "problems.jsonl", "--out", tmp_path / "o" / "out.jsonl",
+    message = script(SAMPLE, "--model", model, "--prompts", d / "problems.jsonl", "--out", tmp_path / "o" / "out.jsonl",
                      "--max_new_tokens", "4", monkeypatch=monkeypatch)
     one_line(message, str(tmp_path / "o" / planted), "symbolic link")
     assert outside.read_text() == "precious\n" and sorted(p.name for p in (tmp_path / "o").iterdir()) in (
@@ -625,7 +627,7 @@ def test_every_script_stops_in_one_line_on_a_disk_that_refuses(work, tmp_path, r
     before = snapshot(disk)
     for module, argv in [
         (train, train_args(model, d, out_dir=disk / "run", resume=False)),
-        (outputs, ["--model", model, "--prompts", d / "problems.jsonl", "--out", disk / "sampled" / "out.jsonl",
+        (SAMPLE, ["--model", model, "--prompts", d / "problems.jsonl", "--out", disk / "sampled" / "out.jsonl",
                    "--max_new_tokens", "4"]),
         (evaluate, ["--model", model, "--bench", d / "problems.jsonl", "--out_dir", disk / "eval", "--max_new_tokens",
                     "4", "--samples", "1"]),
@@ -636,8 +638,9 @@ def test_every_script_stops_in_one_line_on_a_disk_that_refuses(work, tmp_path, r
         (tiny_script, ["--out_dir", disk / "model" / "m"]),
         (demo, ["--out_dir", disk / "demo"]),
     ]:
-        one_line(script(module, *argv, monkeypatch=monkeypatch), str(disk), cause, where=module.__name__)
-        assert snapshot(disk) == before, module.__name__
+        name = getattr(module, "__name__", "sample")
+        one_line(script(module, *argv, monkeypatch=monkeypatch), str(disk), cause, where=name)
+        assert snapshot(disk) == before, name
 
 
 # -----------------------------------------------------------------------------
@@ -674,10 +677,10 @@ def test_a_config_json_with_wrong_values_is_refused_before_anything_is_built(wor
                                                                            monkeypatch):
     d, model = work
     bad = model_with(tmp_path, model, "bad", config=config)
-    for module, argv in [(outputs, ["--model", bad, "--prompt", "hi"]),
+    for module, argv in [(SAMPLE, ["--model", bad, "--prompt", "hi"]),
                          (train, train_args(bad, d, out_dir=tmp_path / "run", resume=False))]:
         one_line(script(module, *argv, monkeypatch=monkeypatch), f"{bad / 'config.json'}: {message}",
-                 "re-download", where=module.__name__)
+                 "re-download", where=getattr(module, "__name__", "sample"))
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf")])
@@ -685,10 +688,10 @@ def test_weights_that_are_not_finite_are_named_when_read(work, tmp_path, value, 
     d, model = work
     bad = model_with(tmp_path, model, "bad", tensors={"model.layers.1.mlp.down_proj.weight":
                                                       lambda t: t.index_fill_(0, torch.tensor([3]), value)})
-    for module, argv in [(outputs, ["--model", bad, "--prompt", "hi"]),
+    for module, argv in [(SAMPLE, ["--model", bad, "--prompt", "hi"]),
                          (train, train_args(bad, d, out_dir=tmp_path / "run", resume=False))]:
         one_line(script(module, *argv, monkeypatch=monkeypatch), "model.safetensors: model.layers.1.mlp.down_proj."
-                 "weight holds values that are not finite", where=module.__name__)
+                 "weight holds values that are not finite", where=getattr(module, "__name__", "sample"))
 
 
 def test_a_model_whose_logits_are_not_finite_stops_sampling_and_writes_nothing(work, tmp_path, monkeypatch):
@@ -696,10 +699,10 @@ def test_a_model_whose_logits_are_not_finite_stops_sampling_and_writes_nothing(w
     d, model = work
     bad = model_with(tmp_path, model, "bad", tensors={"model.norm.weight": lambda t: t * 3e38})
     out = tmp_path / "o" / "out.jsonl"
-    one_line(script(outputs, "--model", bad, "--prompts", d / "problems.jsonl", "--out", out, "--max_new_tokens",
+    one_line(script(SAMPLE, "--model", bad, "--prompts", d / "problems.jsonl", "--out", out, "--max_new_tokens",
                     "4", monkeypatch=monkeypatch), "the model's logits are not finite")
     assert not out.exists() and not any(f.stat().st_size for f in out.parent.glob("out.jsonl.part-*"))
-    one_line(script(outputs, "--model", bad, "--prompt", "hi", monkeypatch=monkeypatch), str(bad), "not finite")
+    one_line(script(SAMPLE, "--model", bad, "--prompt", "hi", monkeypatch=monkeypatch), str(bad), "not finite")
 
 
 # -----------------------------------------------------------------------------
@@ -786,10 +789,10 @@ def test_a_sampling_output_refuses_weights_changed_in_place(work, tmp_path, monk
     copy = model_with(tmp_path, model, "m")
     out = tmp_path / "o" / "out.jsonl"
     argv = ["--model", copy, "--prompts", d / "problems.jsonl", "--out", out, "--max_new_tokens", "4"]
-    outputs.main([str(a) for a in argv])
+    prompts.main(sample.generate, [str(a) for a in argv])
     edited = model_with(tmp_path, model, "edited", tensors={"model.layers.0.mlp.down_proj.weight": lambda t: -t})
     shutil.copy(edited / "model.safetensors", copy / "model.safetensors")  # the same size
-    refused(outputs.main, argv, "made otherwise (model: ", out.parent)
+    refused(SAMPLE, argv, "made otherwise (model: ", out.parent)
 
 
 # -----------------------------------------------------------------------------
@@ -808,7 +811,7 @@ def test_no_script_writes_over_what_it_reads(work, tmp_path, how, monkeypatch):
     graded = tmp_path / "in" / "graded.jsonl"
     shutil.copy(d / "out.jsonl", graded)
     for module, argv, what in [
-        (outputs, ["--model", model, "--prompts", src, "--out", target], "the output"),
+        (SAMPLE, ["--model", model, "--prompts", src, "--out", target], "the output"),
         (build, ["dev", "--problems", src, "--size", "2", "--out", target], "--out"),
         (build, ["system2", "--model", model, "--problems", tmp_path / "in" / "x.samples.jsonl", "--out",
                  tmp_path / "in" / "x.jsonl"], "the output"),
@@ -824,8 +827,8 @@ def test_no_script_writes_over_what_it_reads(work, tmp_path, how, monkeypatch):
             shutil.copy(d / "s1.jsonl", tmp_path / "run" / "metrics.jsonl")
         before = snapshot(tmp_path / "in", tmp_path / "run")
         one_line(script(module, *argv, monkeypatch=monkeypatch), what, "an output never overwrites what the command "
-                 "reads", where=module.__name__)
-        assert snapshot(tmp_path / "in", tmp_path / "run") == before, module.__name__
+                 "reads", where=getattr(module, "__name__", "sample"))
+        assert snapshot(tmp_path / "in", tmp_path / "run") == before, getattr(module, "__name__", "sample")
 
 
 def test_two_benchmarks_under_one_name_are_refused(work, tmp_path, monkeypatch):
@@ -854,16 +857,16 @@ def test_a_line_over_the_limit_is_refused_with_its_number_for_every_reader(work,
     huge = json.dumps({"id": "big", "problem": "x" * 5000, "answer": "1"}) + "\n"
     big = tmp_path / "big.jsonl"
     big.write_text((d / "problems.jsonl").read_text() + huge)
-    for module, argv in [(outputs, ["--model", model, "--prompts", big, "--out", tmp_path / "o.jsonl"]),
+    for module, argv in [(SAMPLE, ["--model", model, "--prompts", big, "--out", tmp_path / "o.jsonl"]),
                          (evaluate, ["--model", model, "--bench", big, "--out_dir", tmp_path / "e"]),
                          (train, train_args(model, d, out_dir=tmp_path / "run", dev=big, resume=False))]:
-        one_line(script(module, *argv, monkeypatch=monkeypatch), f"{big}:5: a line of more than", where=module.__name__)
+        one_line(script(module, *argv, monkeypatch=monkeypatch), f"{big}:5: a line of more than", where=getattr(module, "__name__", "sample"))
     out = tmp_path / "out.jsonl"
     shutil.copy(d / "out.jsonl", out)
     shutil.copy(d / "out.settings.json", tmp_path / "out.settings.json")
     with open(out, "a") as f:
         f.write(json.dumps({"id": "p0", "sample": 9, "response": "y" * 5000, "tokens": 1, "finish": "stop"}) + "\n")
-    one_line(script(outputs, "--model", model, "--prompts", d / "problems.jsonl", "--out", out, "--samples", "2",
+    one_line(script(SAMPLE, "--model", model, "--prompts", d / "problems.jsonl", "--out", out, "--samples", "2",
                     "--max_new_tokens", "6", "--temperature", "0.7", monkeypatch=monkeypatch), f"{out}:9: a line of")
 
 
@@ -872,7 +875,7 @@ def test_an_example_or_prompt_far_over_the_context_is_skipped_from_its_bytes_unt
     d, model = work
     huge = "7 + " * 200_000
     seen = []
-    for module in (train, outputs):
+    for module in (train, prompts):
         real = module.example_ids if module is train else module.prompt_ids
         monkeypatch.setattr(module, "example_ids" if module is train else "prompt_ids",
                             lambda tok, problem, *a, real=real: seen.append(len(problem)) or real(tok, problem, *a))
@@ -881,7 +884,7 @@ def test_an_example_or_prompt_far_over_the_context_is_skipped_from_its_bytes_unt
                           bounds="", mixture="static", max_steps=1, save_interval=1))
     assert "skipped 1 of 2 examples longer than max_len=200" in capsys.readouterr().out
     prompts = write_jsonl(tmp_path / "p.jsonl", [{"id": "big", "problem": huge}, {"id": "ok", "problem": "1+1"}])
-    outputs.main([str(a) for a in ["--model", model, "--prompts", prompts, "--out", tmp_path / "o.jsonl",
+    prompts.main(sample.generate, [str(a) for a in ["--model", model, "--prompts", prompts, "--out", tmp_path / "o.jsonl",
                                     "--max_new_tokens", "3"]])
     assert "skipped 1 prompt(s) longer than the context" in capsys.readouterr().err
     assert max(seen) < 100  # the huge texts never reached the tokenizer
@@ -928,6 +931,6 @@ def test_ctrl_c_and_sigterm_end_in_one_line_and_the_rerun_is_exact(work, tmp_pat
     assert code == 130 and "Traceback" not in output, output[-2000:]
     assert output.strip().splitlines()[-1] == "interrupted: every completion written so far is kept; the same " \
                                               "command continues from them"
-    outputs.main([str(a) for a in [*sampling, "--out", out]])
-    outputs.main([str(a) for a in [*sampling, "--out", tmp_path / "whole.jsonl"]])
+    prompts.main(sample.generate, [str(a) for a in [*sampling, "--out", out]])
+    prompts.main(sample.generate, [str(a) for a in [*sampling, "--out", tmp_path / "whole.jsonl"]])
     assert out.read_bytes() == (tmp_path / "whole.jsonl").read_bytes()

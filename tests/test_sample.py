@@ -8,7 +8,7 @@ from transformers import AutoModelForCausalLM
 
 import checkpoint
 import model as M
-import outputs
+import prompts as P
 import sample
 
 PROBLEMS = ["What is 2+2?", "Compute the sum of all primes below 20, then double it.", "x", "Solve 3x = 12."]
@@ -22,11 +22,11 @@ def qwen2(tiny_models):
 
 def test_prompt_is_r1_format_with_a_single_bos(qwen2):
     _, tok, _ = qwen2
-    ids = sample.prompt_ids(tok, "What is 2+2?")
+    ids = P.prompt_ids(tok, "What is 2+2?")
     text = tok.decode(ids)
     assert ids.count(tok.bos_token_id) == 1 and ids[0] == tok.bos_token_id
-    assert text.endswith("<｜Assistant｜><think>\n") and sample.INSTRUCTION in text
-    full, n_prompt = sample.example_ids(tok, "What is 2+2?", "<think>\nfour</think>\n\n\\boxed{4}")
+    assert text.endswith("<｜Assistant｜><think>\n") and P.INSTRUCTION in text
+    full, n_prompt = P.example_ids(tok, "What is 2+2?", "<think>\nfour</think>\n\n\\boxed{4}")
     assert full[:n_prompt] == ids and full[-1] == tok.eos_token_id
     assert tok.decode(full[n_prompt:-1]) == "four</think>\n\n\\boxed{4}"
 
@@ -36,10 +36,10 @@ def test_skythought_prompts_are_the_user_turn_as_the_paper_rendered_it(qwen2):
     template as it is (here it ends with "<think>\n" itself); the R1 instruction is not added."""
     import evaluate
     _, tok, _ = qwen2
-    math = sample.prompt_text(tok, "What is 2+2?", evaluate.prompt_template("tldr-paper", "math500"))
+    math = P.prompt_text(tok, "What is 2+2?", evaluate.prompt_template("tldr-paper", "math500"))
     assert math == "<｜begin▁of▁sentence｜><｜User｜>Return your final response within \\boxed{}. What is 2+2?" \
                    "<｜Assistant｜><think>\n"
-    gsm8k = sample.prompt_text(tok, "Tom has {3} apples.", evaluate.prompt_template("tldr-paper", "gsm8k"))
+    gsm8k = P.prompt_text(tok, "Tom has {3} apples.", evaluate.prompt_template("tldr-paper", "gsm8k"))
     assert gsm8k == ("<｜begin▁of▁sentence｜><｜User｜>Given the following problem, reason and give a final answer to "
                      "the problem.\nProblem: Tom has {3} apples.\nYour response should end with \"The final answer is "
                      "[answer]\" where [answer] is the response to the problem.<｜Assistant｜><think>\n")
@@ -49,8 +49,8 @@ def test_skythought_prompts_are_the_user_turn_as_the_paper_rendered_it(qwen2):
     bare = tok.chat_template
     tok.chat_template = bare.replace("<｜Assistant｜><think>\n{% endif %}", "<｜Assistant｜>{% endif %}")
     try:
-        assert sample.prompt_text(tok, "x", evaluate.BOXED).endswith("x<｜Assistant｜>")
-        assert sample.prompt_text(tok, "x").endswith("<｜Assistant｜><think>\n")
+        assert P.prompt_text(tok, "x", evaluate.BOXED).endswith("x<｜Assistant｜>")
+        assert P.prompt_text(tok, "x").endswith("<｜Assistant｜><think>\n")
     finally:
         tok.chat_template = bare
 
@@ -62,10 +62,10 @@ def test_prompt_instruction_from_the_tokenizer_config(tmp_path):
     tok.init_kwargs["prompt_instruction"] = ""
     tok.save_pretrained(tmp_path)
     tok = checkpoint.load_tokenizer(tmp_path)
-    assert sample.prompt_text(tok, "What is 2+2?") == "<｜begin▁of▁sentence｜><｜User｜>What is 2+2?<｜Assistant｜><think>\n"
+    assert P.prompt_text(tok, "What is 2+2?") == "<｜begin▁of▁sentence｜><｜User｜>What is 2+2?<｜Assistant｜><think>\n"
     tok.init_kwargs["prompt_instruction"] = "Answer in a box."
-    assert "What is 2+2?\nAnswer in a box.<｜Assistant｜>" in sample.prompt_text(tok, "What is 2+2?")
-    assert sample.prompt_text(tok, "What is 2+2?\nAnswer in a box.").count("Answer in a box.") == 1
+    assert "What is 2+2?\nAnswer in a box.<｜Assistant｜>" in P.prompt_text(tok, "What is 2+2?")
+    assert P.prompt_text(tok, "What is 2+2?\nAnswer in a box.").count("Answer in a box.") == 1
 
 
 @pytest.mark.parametrize("family", ["qwen2", "llama", "qwen3"])
@@ -73,7 +73,7 @@ def test_prompt_instruction_from_the_tokenizer_config(tmp_path):
 def test_greedy_batch_equals_transformers_generate(tiny_models, family):
     path = tiny_models[family]
     ours, tok = M.Transformer.from_pretrained(path), checkpoint.load_tokenizer(path)
-    prompts = [sample.prompt_ids(tok, p) for p in PROBLEMS]
+    prompts = [P.prompt_ids(tok, p) for p in PROBLEMS]
     free = sample.generate(ours, prompts, max_new_tokens=40)
     stop = free[0][0].tokens[6]  # a token the model really emits: rows stop at different steps, or run to the limit
     outs = sample.generate(ours, prompts, max_new_tokens=40, stop_ids=[stop], batch_size=3)
@@ -94,7 +94,7 @@ def test_greedy_batch_equals_transformers_generate(tiny_models, family):
 @torch.no_grad()
 def test_sampling_is_reproducible_and_batch_independent(qwen2):
     m, tok, _ = qwen2
-    prompts = [sample.prompt_ids(tok, p) for p in PROBLEMS]
+    prompts = [P.prompt_ids(tok, p) for p in PROBLEMS]
     kw = dict(max_new_tokens=25, temperature=0.8, top_p=0.9, top_k=50, n=3)
     a = sample.generate(m, prompts, seed=7, batch_size=2, **kw)
     b = sample.generate(m, prompts, seed=7, batch_size=12, **kw)
@@ -127,7 +127,7 @@ def test_continuous_batching_refills_slots(qwen2):
     """More sequences than slots, limits reached at different steps: every sequence is completed and
     equals its own single-sequence generation."""
     m, tok, _ = qwen2
-    prompts = [sample.prompt_ids(tok, p) for p in PROBLEMS * 3]
+    prompts = [P.prompt_ids(tok, p) for p in PROBLEMS * 3]
     stop = sample.generate(m, prompts[:1], max_new_tokens=30)[0][0].tokens[3]
     finished = []
     outs = sample.generate(m, prompts, max_new_tokens=30, stop_ids=[stop], batch_size=2, max_prefill_tokens=100,
@@ -151,7 +151,7 @@ def test_tokens_never_run_past_the_context(qwen2):
 
 def run_cli(*args):
     try:
-        outputs.main([str(a) for a in args])
+        P.main(sample.generate, [str(a) for a in args])
     except SystemExit as e:
         return str(e.code)
     return None
@@ -225,7 +225,7 @@ def test_a_char_level_tokenizer_in_a_model_directory_loads_as_saved(tmp_path):
     tiny.make_model(tmp_path / "model", "qwen2", tokenizer=tok, hidden=32, layers=1)
     a, b = checkpoint.load_tokenizer(tmp_path / "tok"), checkpoint.load_tokenizer(tmp_path / "model")
     assert len(a) == len(b) == len(tok)
-    assert sample.prompt_ids(a, "What is 7-3?") == sample.prompt_ids(b, "What is 7-3?")
+    assert P.prompt_ids(a, "What is 7-3?") == P.prompt_ids(b, "What is 7-3?")
 
 
 @pytest.mark.parametrize("temperature", [0.0, 0.8])
@@ -234,7 +234,7 @@ def test_preemption_when_pages_run_out_keeps_every_output(qwen2, temperature):
     """A KV cache too small for every sequence at once: the engine preempts the youngest sequences and recomputes
     them later, and every completion equals the one an unconstrained run makes."""
     m, tok, _ = qwen2
-    prompts = [sample.prompt_ids(tok, p) for p in PROBLEMS * 3]
+    prompts = [P.prompt_ids(tok, p) for p in PROBLEMS * 3]
     kw = dict(max_new_tokens=60, temperature=temperature, n=2, seed=3, page_size=8)
     free = sample.generate(m, prompts, batch_size=24, **kw)
     page = M.KVCache.page_bytes(m.config, 8, torch.float32)
@@ -249,7 +249,7 @@ def test_a_cache_too_small_for_one_sequence_is_a_clear_error(qwen2):
     m, tok, _ = qwen2
     page = M.KVCache.page_bytes(m.config, 16, torch.float32)
     with pytest.raises(ValueError, match="the longest sequence needs"):
-        sample.generate(m, [sample.prompt_ids(tok, "What is 2+2?")], max_new_tokens=200, kv_memory=3 * page)
+        sample.generate(m, [P.prompt_ids(tok, "What is 2+2?")], max_new_tokens=200, kv_memory=3 * page)
 
 
 def test_paged_engine_needs_far_less_memory_than_slots_on_long_tailed_lengths(qwen2):
@@ -257,7 +257,7 @@ def test_paged_engine_needs_far_less_memory_than_slots_on_long_tailed_lengths(qw
     length reserve (the slot engine's cache), with identical outputs."""
     import bench
     m, tok, _ = qwen2
-    prompts = [sample.prompt_ids(tok, f"{p} ({i})") for i in range(4) for p in PROBLEMS]
+    prompts = [P.prompt_ids(tok, f"{p} ({i})") for i in range(4) for p in PROBLEMS]
     stop = bench.long_tailed_stop([o[0].tokens for o in sample.generate(m, prompts, max_new_tokens=200)], 200)
     paged, slots = {}, {}
     a = sample.generate(m, prompts, max_new_tokens=200, stop_ids=[stop], batch_size=16, page_size=16, stats=paged)
@@ -300,7 +300,7 @@ def test_decode_graphs_over_sdpa_read_every_gathered_key(qwen2, monkeypatch):
     longest row of its own, so it attends to the whole width of its block table (masked past each row's length)."""
     m, tok, _ = qwen2
     monkeypatch.setattr(sample, "capture", lambda fn, pool: (fn, pool))
-    prompts = [sample.prompt_ids(tok, p) for p in PROBLEMS * 3]
+    prompts = [P.prompt_ids(tok, p) for p in PROBLEMS * 3]
     kw = dict(max_new_tokens=20, batch_size=12, page_size=16)
     eager = sample.generate(m, prompts, cuda_graphs=False, **kw)
     graphs = sample.generate(m, prompts, cuda_graphs=True, **kw)
@@ -318,7 +318,7 @@ def test_decode_graphs_pad_rows_into_buckets_and_change_nothing(qwen2, monkeypat
     monkeypatch.setattr(sample, "capture", lambda fn, pool: (fn, pool))
     model = M.Transformer.from_pretrained(path, dtype=torch.bfloat16)
     model.attn_backend = "flash"
-    prompts = [sample.prompt_ids(tok, p) for p in PROBLEMS * 3]
+    prompts = [P.prompt_ids(tok, p) for p in PROBLEMS * 3]
     for temperature in (0.0, 0.8):
         kw = dict(max_new_tokens=20, temperature=temperature, batch_size=12, seed=1)
         eager = sample.generate(model, prompts, cuda_graphs=False, **kw)
@@ -403,7 +403,7 @@ def test_two_benchmarks_and_two_models_in_one_process_under_the_caching_allocato
     gpu = CachingAllocator(80 * gib, activations=5 * gib)
     gpu.install(monkeypatch)
     tok = checkpoint.load_tokenizer(tiny_models["qwen2"])
-    prompts = [[sample.prompt_ids(tok, p) for p in PROBLEMS], [sample.prompt_ids(tok, p + " Twice.") for p in PROBLEMS]]
+    prompts = [[P.prompt_ids(tok, p) for p in PROBLEMS], [P.prompt_ids(tok, p + " Twice.") for p in PROBLEMS]]
 
     def load(family):
         m = M.Transformer.from_pretrained(tiny_models[family])
@@ -437,7 +437,7 @@ on_cpu_build = pytest.mark.skipif(torch.cuda.is_available(), reason="runs a CPU 
 def engine_as_on_cuda(m, tok, page_size, max_len=64):
     """An engine of 4 sampled sequences whose host-to-device copies are made as on a GPU: its device says cuda,
     and bench.HostCalls (the OpCounter's) keeps the copies on the host, counting the pageable ones."""
-    prompts = [sample.prompt_ids(tok, p) for p in PROBLEMS]
+    prompts = [P.prompt_ids(tok, p) for p in PROBLEMS]
     engine = sample.Engine(m, 9, page_size, 4, 8192, max_len, False)
     engine.start([sample.Sequence(i, p, 20, sample.sequence_key(0, p, 0)) for i, p in enumerate(prompts)],
                  (0.7, 0.95, 0), set())
@@ -497,7 +497,7 @@ def test_a_decode_layer_launches_17_kernels_counted_as_on_cuda(qwen2, page_size,
     decomposition on this CPU for six."""
     import bench
     m, tok, _ = qwen2
-    prompts = [sample.prompt_ids(tok, p) for p in PROBLEMS]
+    prompts = [P.prompt_ids(tok, p) for p in PROBLEMS]
     engine = sample.Engine(m, 9, page_size, 4, 8192, 512, False)
     engine.start([sample.Sequence(i, p, 20, sample.sequence_key(0, p, 0)) for i, p in enumerate(prompts)],
                  (0.7, 0.95, 0), set())
@@ -519,7 +519,7 @@ def test_the_sdpa_calls_follow_cudas_rules_in_every_dtype(tiny_models, dtype):
     import flash_standin
     m = M.Transformer.from_pretrained(tiny_models["qwen2"], dtype=dtype)
     tok = checkpoint.load_tokenizer(tiny_models["qwen2"])
-    prompts = [sample.prompt_ids(tok, p) for p in PROBLEMS]
+    prompts = [P.prompt_ids(tok, p) for p in PROBLEMS]
     with flash_standin.CudaSdpaRules() as rules:
         for page_size in (16, None):  # rows spanning pages (gathered), and one page per row (a view)
             sample.generate(m, prompts, max_new_tokens=6, batch_size=4, page_size=page_size)

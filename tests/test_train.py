@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 import model as M
+import prompts as P
 import sample
 import tiny
 import checkpoint
@@ -213,8 +214,8 @@ def test_resume_is_exact(setup, tmp_path):
     # tokenizer and chat template
     from transformers import AutoModelForCausalLM
     AutoModelForCausalLM.from_pretrained(full / "step_000006")
-    assert sample.prompt_ids(checkpoint.load_tokenizer(full / "step_000006"), "1+1") == \
-        sample.prompt_ids(checkpoint.load_tokenizer(setup / "model"), "1+1")
+    assert P.prompt_ids(checkpoint.load_tokenizer(full / "step_000006"), "1+1") == \
+        P.prompt_ids(checkpoint.load_tokenizer(setup / "model"), "1+1")
 
 
 def test_mixture_follows_the_rule(setup, tmp_path):

@@ -1,13 +1,18 @@
 """
-Resumable sampling outputs, split over processes: under torchrun every process answers every world-th prompt into
-a part file of its own, a line appended as each completion finishes, and rank 0 merges the parts into the output
-in the input's order. A rerun skips the (id, sample) pairs done in the output or in any part file, whatever the
-number of processes that made them; on a CPU the output is the same bytes for any number of processes (on GPUs, for
-the same number: sample.py's docstring says why). Beside the output,
-OUT.settings.json says how its completions were made (model, settings, prompt): a rerun made otherwise is refused.
-The command line of sample.py is here too (sample.py's docstring shows it).
+Prompts in, completions out. Every problem becomes its prompt here, in one way for training, the dev evaluation,
+the data stages and the benchmarks (the R1 chat format, or a benchmark's template); a model is loaded here for
+sampling; and sampling outputs are resumable, split over processes: under torchrun every process answers every
+world-th prompt into a part file of its own, a line appended as each completion finishes, and rank 0 merges the
+parts into the output in the input's order. A rerun skips the (id, sample) pairs done in the output or in any part
+file, whatever the number of processes that made them; on a CPU the output is the same bytes for any number of
+processes (on GPUs, for the same number: sample.py's docstring says why). Beside the output, OUT.settings.json
+says how its completions were made (model, settings, prompt): a rerun made otherwise is refused. The command line
+of sample.py is here too (sample.py's docstring shows it), handed sample.generate: this file never imports the
+engine, which imports it for its command line.
 
-    rows = sample_file(model, tok, [{"id": 0, "problem": "What is 7 * 8?"}], "out/x.jsonl", n=4, max_new_tokens=512)
+    model, tok, rank = load_for_sampling("out/r1_7b/tldr/chosen.json")
+    rows = sample_file(model, tok, [{"id": 0, "problem": "What is 7 * 8?"}], "out/x.jsonl", sample.generate, n=4,
+                       max_new_tokens=512)
 """
 
 import hashlib
@@ -19,14 +24,83 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-import sample
 from checkpoint import load_tokenizer, model_path, surely_longer
 from common import (ID, PROBLEM_TYPES, TEXT, ArgumentParser, atomic_write, check_outputs, check_settings, make_dirs,
-                    open_append, read_jsonl, refuse_link, row_type_error, run, write_failed)
+                    open_append, read_jsonl, refuse_link, row_type_error, write_failed)
 from common import lines as numbered_lines
 from model import Transformer, attention_summary
 from processes import barrier, rank_and_world, run_lock, start_processes
-from sample import INSTRUCTION, Completion, generate, prompt_ids, stop_ids
+
+# DeepSeek's recommended instruction for math; the user turn carries it, the answer starts with "<think>\n".
+INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
+
+
+# -----------------------------------------------------------------------------
+# prompts, in the R1 chat format: one rendering for training and testing
+
+def prompt_text(tok, problem: str, template: str | None = None) -> str:
+    """A problem as the model's prompt. template=None: the R1 prompt (the problem, then DeepSeek's instruction;
+    the answer starts with "<think>\n"), the one prompt of training, dev evaluation and the deepseek protocol.
+    A template (a format string with {problem}) is the user turn as SkyThought renders it for the paper's test
+    table: no system prompt, the model's chat template as it is (vLLM's LLM.chat), nothing added."""
+    if template is not None:
+        return tok.apply_chat_template([{"role": "user", "content": template.format(problem=problem)}],
+                                       tokenize=False, add_generation_prompt=True)
+    # a tokenizer_config.json may set its own "prompt_instruction" (the demo's tiny models use "": no sentence)
+    instruction = tok.init_kwargs.get("prompt_instruction", INSTRUCTION)
+    if instruction and instruction not in problem:  # chat data may carry it already
+        problem = f"{problem}\n{instruction}"
+    text = tok.apply_chat_template([{"role": "user", "content": problem}],
+                                   tokenize=False, add_generation_prompt=True)
+    # newer R1 templates end the generation prompt with "<think>\n", older ones do not: make it always so for
+    # a thinking model; a model without a <think> token (the short model, Qwen2.5-Instruct) answers directly
+    if "<think>" not in tok.get_vocab() or text.endswith("<think>\n"):
+        return text
+    return text + "<think>\n"
+
+
+def prompt_ids(tok, problem: str, template: str | None = None) -> list[int]:
+    # the template already starts with BOS: encoding with special tokens again would add a second one
+    return tok(prompt_text(tok, problem, template), add_special_tokens=False)["input_ids"]
+
+
+def example_ids(tok, problem: str, response: str) -> tuple[list[int], int]:
+    """A training example: the prompt exactly as at generation time, then the response and EOS.
+    Returns (ids, number of prompt tokens). For a thinking model the prompt ends with "<think>\n": a response that
+    starts with it too (R1's answers under its older template) has it once, and a response without "</think>" (an
+    answer without thought: Qwen2.5-Instruct's System-1 answers, the official System-1 files) follows an empty
+    thought, so that every example closes its thinking and the answer stands after "</think>" as in R1's."""
+    prompt = prompt_ids(tok, problem)
+    if prompt_text(tok, problem).endswith("<think>\n"):
+        response = response.removeprefix("<think>\n")
+        response = response if "</think>" in response else "\n</think>\n\n" + response
+    completion = tok(response, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    return prompt + completion, len(prompt)
+
+
+def stop_ids(tok) -> list[int]:
+    return [tok.eos_token_id]
+
+
+def load_for_sampling(path, dtype: str | None = None):
+    """(model, tokenizer, rank) of a model directory, a run's folder or its chosen.json, on this process's device
+    (under torchrun its own GPU: rank is its place, 0 alone), in dtype (default bfloat16 on a GPU, else float32);
+    the attention kernel said once."""
+    rank, _, device = start_processes()
+    try:
+        path = model_path(path)
+        tok = load_tokenizer(path)
+        dtype = getattr(torch, dtype) if dtype else torch.bfloat16 if device.type == "cuda" else torch.float32
+        model = Transformer.from_pretrained(path, dtype=dtype, device=device)
+    except (OSError, ValueError) as e:
+        sys.exit(f"error: {e}")
+    if rank == 0:
+        print(f"{path}: {attention_summary(device, dtype)}", file=sys.stderr)
+    return model, tok, rank
+
+
+# -----------------------------------------------------------------------------
+# resumable sampling outputs
 
 OUTPUT_TYPES = {"id": ID, "sample": int, "response": TEXT, "tokens": int, "finish": TEXT}  # a line of an output
 
@@ -126,22 +200,22 @@ def check_stamp(out_path: Path, made: dict, done: dict, rows: list[dict]):
     return path
 
 
-def sample_file(model, tok, rows: list[dict], out_path, n=1, progress=True, template=None, reads=None,
+def sample_file(model, tok, rows: list[dict], out_path, generate, n=1, progress=True, template=None, reads=None,
                 **settings) -> list[dict]:
-    """Generate n completions for each row ({"id", "problem", ...}) into out_path (JSON Lines), skipping what is
-    already there; under torchrun each process takes every world-th row. Prompts (prompt_text with `template`)
-    longer than the context are counted and skipped. Returns every row of the output file (on every process).
-    reads: the file the rows came from, which none of the output's files may be."""
+    """Generate n completions for each row ({"id", "problem", ...}) into out_path (JSON Lines) with `generate`
+    (sample.generate), skipping what is already there; under torchrun each process takes every world-th row.
+    Prompts (prompt_text with `template`) longer than the context are counted and skipped. Returns every row of the
+    output file (on every process). reads: the file the rows came from, which none of the output's files may be."""
     out_path = Path(out_path)
     check_outputs({"the output": out_path, "its settings": out_path.with_name(out_path.stem + ".settings.json"),
                    "its lock": out_path.with_name(out_path.name + ".lock")}, {"the problems": reads})
     make_dirs(out_path.parent)
     # one run per output at a time (a second launch would append the same completions twice)
     with run_lock(out_path.with_name(out_path.name + ".lock"), f"the output {out_path}"):
-        return sample_into(model, tok, rows, out_path, n, progress, template, settings)
+        return sample_into(model, tok, rows, out_path, generate, n, progress, template, settings)
 
 
-def sample_into(model, tok, rows, out_path: Path, n, progress, template, settings) -> list[dict]:
+def sample_into(model, tok, rows, out_path: Path, generate, n, progress, template, settings) -> list[dict]:
     rank, world = rank_and_world()
     mine, done = out_path.with_name(f"{out_path.name}.part-{rank:05d}-of-{world:05d}"), {}
     for path in (out_path, *part_files(out_path)):  # what any number of processes made before
@@ -163,7 +237,7 @@ def sample_into(model, tok, rows, out_path: Path, n, progress, template, setting
         print(f"sample: skipped {len(too_long)} prompt(s) longer than the context ({context} tokens): "
               f"{', '.join(too_long[:10])}", file=sys.stderr)
     with open_append(mine) as f:
-        def write(i, j, c: Completion):
+        def write(i, j, c):
             row = todo[i][0]
             if (str(row["id"]), j) in done:
                 return
@@ -187,8 +261,8 @@ def sample_into(model, tok, rows, out_path: Path, n, progress, template, setting
 # -----------------------------------------------------------------------------
 # the command line of sample.py (python sample.py --help)
 
-def main(argv=None):
-    p = ArgumentParser(description=sample.__doc__.split("\n\n")[0])
+def main(generate, argv=None):
+    p = ArgumentParser(description="Batched generation: a paged KV cache with continuous batching (sample.py).")
     p.add_argument("--model", required=True, help="model directory (config.json, *.safetensors, tokenizer), the "
                    "chosen.json of a training run, or a run's folder (its latest checkpoint)")
     p.add_argument("--prompt", help="one problem, printed with its completion(s)")
@@ -201,21 +275,17 @@ def main(argv=None):
     p.add_argument("--max_new_tokens", type=int, default=32768)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch_size", type=int, default=32, help="KV-cache slots (sequences decoded at once)")
-    p.add_argument("--dtype", default="bfloat16" if torch.cuda.is_available() else "float32")
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
+                   help="default: bfloat16 on a GPU, else float32")
     args = p.parse_args(argv)
     check_settings(vars(args))
     if bool(args.prompt) == bool(args.prompts) or bool(args.prompts) != bool(args.out):
         p.error("give either --prompt TEXT, or --prompts FILE with --out FILE")
-    rank, _, device = start_processes()  # under torchrun (--prompts): every process answers its share
     try:
         rows = args.prompts and read_jsonl(args.prompts, required=("problem",), types=PROBLEM_TYPES, unique="id")
-        model_dir = model_path(args.model)
-        tok = load_tokenizer(model_dir)
-        model = Transformer.from_pretrained(model_dir, dtype=getattr(torch, args.dtype), device=device)
     except (OSError, ValueError) as e:
         sys.exit(f"error: {e}")
-    if rank == 0:
-        print(attention_summary(device, model.lm_head.weight.dtype), file=sys.stderr)
+    model, tok, rank = load_for_sampling(args.model, args.dtype)  # under torchrun (--prompts): every GPU its share
     settings = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
                     top_k=args.top_k, seed=args.seed, batch_size=args.batch_size)
     if args.prompt:
@@ -226,7 +296,7 @@ def main(argv=None):
         try:
             outs = generate(model, [ids], n=args.samples, stop_ids=stop_ids(tok), **settings)[0]
         except ValueError as e:  # logits that are not finite
-            sys.exit(f"error: {model_dir}: {e}")
+            sys.exit(f"error: {args.model}: {e}")
         for j, c in enumerate(outs):
             text = tok.decode(c.tokens, skip_special_tokens=True)
             print(f"--- sample {j} ({len(c.tokens)} tokens, {c.finish})\n{text}")
@@ -234,14 +304,10 @@ def main(argv=None):
     for k, row in enumerate(rows):
         row.setdefault("id", k)  # a prompts file without ids is keyed by line order
     try:
-        out = sample_file(model, tok, rows, args.out, n=args.samples, reads=args.prompts, **settings)
+        out = sample_file(model, tok, rows, args.out, generate, n=args.samples, reads=args.prompts, **settings)
     except ValueError as e:
         sys.exit(f"error: {e}")
     if rank == 0:
         print(f"sample: {len(out)} completions in {args.out}")
     if dist.is_initialized():
         dist.destroy_process_group()
-
-
-if __name__ == "__main__":
-    run(main, "every completion written so far is kept; the same command continues from them")
