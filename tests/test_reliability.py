@@ -59,7 +59,7 @@ def work(tiny_models, tmp_path_factory):
     model = tiny_models["qwen2"]
     write_jsonl(d / "problems.jsonl", [{"id": f"p{i}", "problem": f"What is {i} + 1?", "answer": str(i + 1)}
                                        for i in range(4)])
-    prompts.main(sample.generate, ["--model", str(model), "--prompts", str(d / "problems.jsonl"), "--out", str(d / "out.jsonl"),
+    SAMPLE(["--model", str(model), "--prompts", str(d / "problems.jsonl"), "--out", str(d / "out.jsonl"),
                  "--samples", "2", "--max_new_tokens", "6", "--temperature", "0.7"])
     write_jsonl(d / "s1.jsonl", [{"problem": f"{a}+1", "response": f"</think>\n\n\\boxed{{{a + 1}}}"}
                                  for a in range(8)])
@@ -300,7 +300,7 @@ def test_an_output_whose_last_line_lacks_its_newline_is_repaired(work, tmp_path)
     shutil.copy(d / "out.settings.json", tmp_path / "o.settings.json")
     out.write_text(out.read_text().rstrip("\n"))  # an editor dropped the final newline
     lines = out.read_text().splitlines()
-    prompts.main(sample.generate, ["--model", str(model), "--prompts", str(d / "problems.jsonl"), "--out", str(out), "--samples", "3",
+    SAMPLE(["--model", str(model), "--prompts", str(d / "problems.jsonl"), "--out", str(out), "--samples", "3",
                  "--max_new_tokens", "6", "--temperature", "0.7"])
     again = out.read_text().splitlines()
     assert len(again) == 12 and all(json.loads(line) for line in again)  # no "}{"
@@ -789,7 +789,7 @@ def test_a_sampling_output_refuses_weights_changed_in_place(work, tmp_path, monk
     copy = model_with(tmp_path, model, "m")
     out = tmp_path / "o" / "out.jsonl"
     argv = ["--model", copy, "--prompts", d / "problems.jsonl", "--out", out, "--max_new_tokens", "4"]
-    prompts.main(sample.generate, [str(a) for a in argv])
+    SAMPLE([str(a) for a in argv])
     edited = model_with(tmp_path, model, "edited", tensors={"model.layers.0.mlp.down_proj.weight": lambda t: -t})
     shutil.copy(edited / "model.safetensors", copy / "model.safetensors")  # the same size
     refused(SAMPLE, argv, "made otherwise (model: ", out.parent)
@@ -883,9 +883,9 @@ def test_an_example_or_prompt_far_over_the_context_is_skipped_from_its_bytes_unt
     train.main(train_args(model, d, out_dir=tmp_path / "run", system1=s1, system2=s1, resume=False, dev="",
                           bounds="", mixture="static", max_steps=1, save_interval=1))
     assert "skipped 1 of 2 examples longer than max_len=200" in capsys.readouterr().out
-    prompts = write_jsonl(tmp_path / "p.jsonl", [{"id": "big", "problem": huge}, {"id": "ok", "problem": "1+1"}])
-    prompts.main(sample.generate, [str(a) for a in ["--model", model, "--prompts", prompts, "--out", tmp_path / "o.jsonl",
-                                    "--max_new_tokens", "3"]])
+    problems = write_jsonl(tmp_path / "p.jsonl", [{"id": "big", "problem": huge}, {"id": "ok", "problem": "1+1"}])
+    SAMPLE([str(a) for a in ["--model", model, "--prompts", problems, "--out", tmp_path / "o.jsonl",
+                             "--max_new_tokens", "3"]])
     assert "skipped 1 prompt(s) longer than the context" in capsys.readouterr().err
     assert max(seen) < 100  # the huge texts never reached the tokenizer
 
@@ -931,6 +931,6 @@ def test_ctrl_c_and_sigterm_end_in_one_line_and_the_rerun_is_exact(work, tmp_pat
     assert code == 130 and "Traceback" not in output, output[-2000:]
     assert output.strip().splitlines()[-1] == "interrupted: every completion written so far is kept; the same " \
                                               "command continues from them"
-    prompts.main(sample.generate, [str(a) for a in [*sampling, "--out", out]])
-    prompts.main(sample.generate, [str(a) for a in [*sampling, "--out", tmp_path / "whole.jsonl"]])
+    SAMPLE([str(a) for a in [*sampling, "--out", out]])
+    SAMPLE([str(a) for a in [*sampling, "--out", tmp_path / "whole.jsonl"]])
     assert out.read_bytes() == (tmp_path / "whole.jsonl").read_bytes()
