@@ -24,7 +24,6 @@ import torch
 import torch.utils._python_dispatch
 
 sys.path.insert(0, str(Path(__file__).parent / "data"))
-import checkpoint  # noqa: E402
 import model as M  # noqa: E402
 from common import atomic_write  # noqa: E402
 import prompts as P  # noqa: E402
@@ -77,7 +76,7 @@ def generation_setup(workdir: Path):
     """The bench model (a random Qwen2 with decisive logits), 128 short prompts, and their greedy outputs."""
     path = tiny.make_model(workdir / "gen", "qwen2", hidden=256, layers=4, heads=8, kv_heads=2, intermediate=512,
                            init_std=0.3, seed=0)
-    tok = checkpoint.load_tokenizer(path)
+    tok = tiny.make_tokenizer()  # (the one make_model saved with it)
     ours = M.Transformer.from_pretrained(path)
     prompts = [P.prompt_ids(tok, f"{i * 37 % 101} * {i * 53 % 89} = ?") for i in range(128)]
     free = [o[0].tokens for o in sample.generate(ours, prompts, max_new_tokens=400, batch_size=32)]
@@ -342,7 +341,7 @@ def bench_train(workdir: Path):
     import multiprocessing
     path = tiny.make_model(workdir / "train", "qwen2", hidden=256, layers=4, heads=8, kv_heads=2, intermediate=512,
                            context=4096, seed=0)
-    tok = checkpoint.load_tokenizer(path)
+    tok = tiny.make_tokenizer()  # (the one make_model saved with it)
     rng = torch.Generator().manual_seed(0)
     # long-tailed response lengths, like CoT traces: most short, a few very long
     lengths = torch.distributions.LogNormal(4.5, 0.9).sample((256,)).clamp(10, 1500).long().tolist()

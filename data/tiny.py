@@ -13,6 +13,7 @@ answers the easy problems (and one dev problem in three) at once. Their accuracy
 gives the chain real correct and wrong answers to work with.
 """
 
+import os
 import sys
 from pathlib import Path
 
@@ -59,8 +60,7 @@ def make_model(out, family="qwen2", vocab_size=None, tokenizer=None, hidden=64, 
     import torch
     from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config, Qwen3Config
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from checkpoint import commit_dir
-    from common import make_dirs, write_failed
+    from common import make_dirs, usual_mode, write_failed
     tokenizer = tokenizer or make_tokenizer()
     common = dict(vocab_size=vocab_size or len(tokenizer), hidden_size=hidden, intermediate_size=intermediate,
                   num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
@@ -82,7 +82,9 @@ def make_model(out, family="qwen2", vocab_size=None, tokenizer=None, hidden=64, 
         tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        commit_dir(tmp, out)
+        usual_mode(tmp, directory=True)  # (mkdtemp's 0700)
+        shutil.rmtree(out, ignore_errors=True)  # (a stand-in made again)
+        os.replace(tmp, out)
     except OSError as e:
         raise write_failed(out, e) from None
     finally:
