@@ -24,7 +24,8 @@ def test_system2_keeps_the_shortest_correct_answer_and_counts_misses(tmp_path, c
 @pytest.mark.parametrize("response, rendered", [
     ("Let me see.\n</think>\n\n\\boxed{4}", "<think>\nLet me see.\n</think>\n\n\\boxed{4}"),  # R1's own
     ("<think>\nLet me see.\n</think>\n\n\\boxed{4}", "<think>\nLet me see.\n</think>\n\n\\boxed{4}"),  # older template
-    ("2 + 2 = 4. The answer is \\boxed{4}.", "<think>\n\n</think>\n\n2 + 2 = 4. The answer is \\boxed{4}."),  # no thought
+    ("2 + 2 = 4. The answer is \\boxed{4}.",  # an answer without thought
+     "<think>\n\n</think>\n\n2 + 2 = 4. The answer is \\boxed{4}."),
 ])
 def test_a_response_with_or_without_a_think_block_closes_its_thinking_once(response, rendered, monkeypatch):
     """Training data, built or official, hold responses as their models wrote them: R1's with its thinking (after the

@@ -121,8 +121,8 @@ def gpu_make(target, machine):
 
 @pytest.mark.parametrize("driver, torch_cuda, expect", [
     ("550.54.15", "13.0", "driver 550.54.15, but this torch .* is built for CUDA 13.0, which needs NVIDIA driver 580 "
-                          "or newer: it cannot use them. install the torch built for this driver: .venv/bin/pip install "
-                          r"torch==\S+ --index-url https://download.pytorch.org/whl/cu126, then make gpu-install"),
+                          "or newer: it cannot use them. install the torch built for this driver: .venv/bin/pip "
+                          r"install torch==\S+ --index-url https://download.pytorch.org/whl/cu126, then make gpu-install"),
     ("470.82.01", "13.0", r"needs NVIDIA driver 580 or newer: .* update the NVIDIA driver \(525.60 or newer\)"),
     ("580.65.06", None, "is a CPU build: it cannot use them. .*whl/cu130, then make gpu-install"),
 ])

@@ -91,6 +91,7 @@ def test_the_dler_protocol_is_the_rivals_one_table():
     DeepSeek's prompt; the other protocols keep one sample where they name none."""
     assert {k: E.PROTOCOLS["dler"][k] for k in ("temperature", "top_p", "max_new_tokens")} == \
         {"temperature": 0.6, "top_p": 0.95, "max_new_tokens": 32768}
-    assert [E.protocol_samples("dler", b) for b in ("gsm8k", "math500", "aime24", "amc23", "mine")] == [1, 1, 16, 16, 16]
+    benches = ("gsm8k", "math500", "aime24", "amc23", "mine")
+    assert [E.protocol_samples("dler", b) for b in benches] == [1, 1, 16, 16, 16]
     assert E.prompt_template("dler", "aime24") is None
     assert [E.protocol_samples("tldr-paper", b) for b in ("gsm8k", "aime24", "mine")] == [1, 8, 1]

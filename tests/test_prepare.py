@@ -169,7 +169,8 @@ def release(tmp_path, monkeypatch):
 SYSTEM1_LINES = "".join(json.dumps({"query": f"{a} + {a}?", "response": f"{a} + {a} = {2 * a}. The answer is "
                                     f"\\boxed{{{2 * a}}}.", "extra": 1}) + "\n" for a in range(1, 9))
 SYSTEM2_LINES = "".join(json.dumps({"query": f"{a} * {b}?", "response": f"<think>\n{a} times {b}. Wait, check: "
-                                    f"{a * b}.\n</think>\n\n\\boxed{{{a * b}}}"}) + "\n" for a in range(2, 7) for b in (3, 7))
+                                    f"{a * b}.\n</think>\n\n\\boxed{{{a * b}}}"}) + "\n"
+                        for a in range(2, 7) for b in (3, 7))
 
 
 def test_the_official_data_is_downloaded_checked_converted_and_trained_on(release, tmp_path, tiny_models):

@@ -540,7 +540,8 @@ def outside(tmp_path):
     return f
 
 
-@pytest.mark.parametrize("planted", ["out.jsonl", "out.settings.json", "out.jsonl.lock", "out.jsonl.part-00000-of-00001"])
+@pytest.mark.parametrize("planted", ["out.jsonl", "out.settings.json", "out.jsonl.lock",
+                                     "out.jsonl.part-00000-of-00001"])
 def test_a_link_planted_at_any_file_of_a_sampling_output_is_refused(work, tmp_path, outside, planted, monkeypatch):
     d, model = work
     (tmp_path / "o").mkdir()
@@ -566,8 +567,10 @@ def test_a_link_planted_in_a_run_folder_is_refused_before_training(work, tmp_pat
 
 @pytest.mark.parametrize("module, argv, planted", [
     (evaluate, lambda d, o: ["--bench", d / "problems.jsonl", "--out_dir", o, "--max_new_tokens", "4"], "summary.json"),
-    (evaluate, lambda d, o: ["--bench", d / "problems.jsonl", "--out_dir", o, "--max_new_tokens", "4"], "problems.jsonl"),
-    (build, lambda d, o: ["dev", "--problems", d / "problems.jsonl", "--size", "2", "--out", o / "dev.jsonl"], "dev.jsonl"),
+    (evaluate, lambda d, o: ["--bench", d / "problems.jsonl", "--out_dir", o, "--max_new_tokens", "4"],
+     "problems.jsonl"),
+    (build, lambda d, o: ["dev", "--problems", d / "problems.jsonl", "--size", "2", "--out", o / "dev.jsonl"],
+     "dev.jsonl"),
     (grade, lambda d, o: [d / "out.jsonl", "--out", o / "graded.jsonl"], "graded.jsonl"),
 ])
 def test_a_link_planted_at_an_output_is_refused_for_every_script(work, tmp_path, outside, module, argv, planted,
@@ -860,7 +863,8 @@ def test_a_line_over_the_limit_is_refused_with_its_number_for_every_reader(work,
     for module, argv in [(SAMPLE, ["--model", model, "--prompts", big, "--out", tmp_path / "o.jsonl"]),
                          (evaluate, ["--model", model, "--bench", big, "--out_dir", tmp_path / "e"]),
                          (train, train_args(model, d, out_dir=tmp_path / "run", dev=big, resume=False))]:
-        one_line(script(module, *argv, monkeypatch=monkeypatch), f"{big}:5: a line of more than", where=getattr(module, "__name__", "sample"))
+        one_line(script(module, *argv, monkeypatch=monkeypatch), f"{big}:5: a line of more than",
+                 where=getattr(module, "__name__", "sample"))
     out = tmp_path / "out.jsonl"
     shutil.copy(d / "out.jsonl", out)
     shutil.copy(d / "out.settings.json", tmp_path / "out.settings.json")

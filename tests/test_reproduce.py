@@ -70,7 +70,7 @@ def test_reproduce_tiny(shared_data, tmp_path):
 
     # make baselines, a copy of the tiny short stand-in playing the released rival checkpoint: measured with the
     # base model's protocol, a labelled row with the length statistics and a point in tradeoff.png
-    p = make(tiny, f"TINY_SOURCE={shared_data}", "tiny-baselines", "BASELINES=AdaptThink-7B")  # one of data/baselines.json
+    p = make(tiny, f"TINY_SOURCE={shared_data}", "tiny-baselines", "BASELINES=AdaptThink-7B")  # one of them
     assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-4000:]
     report = json.loads((run / "report.json").read_text())
     assert list(report["arms"]) == ["base", "tldr", "static", "baseline-AdaptThink-7B"]
