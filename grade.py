@@ -42,6 +42,7 @@ import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 import warnings
 from collections import Counter, defaultdict, deque
@@ -356,48 +357,64 @@ def grade_responses(responses, answers, workers=2, timeout=GRADE_TIMEOUT, trunca
     return results
 
 
+# the workers stay for the next call in this process (an evaluation grades each benchmark twice: a worker's start,
+# importing sympy and math-verify, costs seconds); one call at a time
+_pool, _pool_lock = [], threading.Lock()
+
+
 def compare(jobs: list, workers: int, timeout: float) -> dict:
     """{job: [correct, error]} for (rules, pred, gold) jobs, run by the worker processes, each job under the
     time limit: a worker that passes it (or dies) is killed and replaced, and its job counts as wrong."""
+    if not jobs:
+        return {}
+    with _pool_lock:
+        _pool[:] = [w for w in _pool if w.proc.poll() is None]  # (one that died since the last call is replaced)
+        _pool.extend(_Worker() for _ in range(min(workers, len(jobs)) - len(_pool)))
+        try:
+            return run_jobs(_pool[:max(1, min(workers, len(jobs)))], jobs, timeout)
+        except BaseException:  # (an interrupt: a worker may still hold a job) the next call starts afresh
+            for w in _pool:
+                w.kill()
+            _pool.clear()
+            raise
+
+
+def run_jobs(pool: list, jobs: list, timeout: float) -> dict:
+    """The jobs handed out to the pool's idle workers as they finish."""
     outcomes, todo = {}, deque(jobs)
-    pool = [_Worker() for _ in range(max(1, min(workers, len(todo))))] if todo else []
-    try:
-        while todo or any(w.job is not None for w in pool):
-            for w in pool:  # hand out work to idle workers
-                if w.ready and w.job is None and todo:
-                    w.job = todo.popleft()
-                    w.proc.stdin.write(json.dumps(w.job) + "\n")
-                    w.proc.stdin.flush()
-                    w.deadline = time.monotonic() + timeout
-            busy = [w.deadline for w in pool if w.job is not None]
-            wait = max(0.0, min(busy) - time.monotonic()) if busy else 60.0
-            readable, _, _ = select.select([w.proc.stdout for w in pool], [], [], wait)
-            for k, w in enumerate(pool):
-                replace = False
-                if w.proc.stdout in readable:
-                    line = w.proc.stdout.readline()
-                    if line.strip() == "ready":
-                        w.ready = True
-                        continue
-                    if not line:  # the worker died (e.g. out of memory)
-                        if w.job is None:
-                            raise RuntimeError("a grading worker failed to start; its error is printed above")
-                        outcome, replace = [False, "exception: the grading worker died"], True
-                    else:
-                        outcome = json.loads(line)
-                elif w.job is not None and time.monotonic() > w.deadline:
-                    outcome, replace = [False, "timeout"], True
-                else:
+    while todo or any(w.job is not None for w in pool):
+        for w in pool:  # hand out work to idle workers
+            if w.ready and w.job is None and todo:
+                w.job = todo.popleft()
+                w.proc.stdin.write(json.dumps(w.job) + "\n")
+                w.proc.stdin.flush()
+                w.deadline = time.monotonic() + timeout
+        busy = [w.deadline for w in pool if w.job is not None]
+        wait = max(0.0, min(busy) - time.monotonic()) if busy else 60.0
+        readable, _, _ = select.select([w.proc.stdout for w in pool], [], [], wait)
+        for k, w in enumerate(pool):
+            replace = False
+            if w.proc.stdout in readable:
+                line = w.proc.stdout.readline()
+                if line.strip() == "ready":
+                    w.ready = True
                     continue
-                outcomes[w.job], w.job = outcome, None
-                if replace:  # stuck or dead: a fresh worker takes its place
-                    w.kill()
-                    pool[k] = _Worker()
-            if not busy and not readable and not any(w.ready for w in pool):
-                raise RuntimeError("grading workers did not start within 60 s")
-    finally:
-        for w in pool:
-            w.kill()
+                if not line:  # the worker died (e.g. out of memory)
+                    if w.job is None:
+                        raise RuntimeError("a grading worker failed to start; its error is printed above")
+                    outcome, replace = [False, "exception: the grading worker died"], True
+                else:
+                    outcome = json.loads(line)
+            elif w.job is not None and time.monotonic() > w.deadline:
+                outcome, replace = [False, "timeout"], True
+            else:
+                continue
+            outcomes[w.job], w.job = outcome, None
+            if replace:  # stuck or dead: a fresh worker takes its place
+                w.kill()
+                pool[k] = _pool[_pool.index(w)] = _Worker()
+        if not busy and not readable and not any(w.ready for w in pool):
+            raise RuntimeError("grading workers did not start within 60 s")
     return outcomes
 
 
