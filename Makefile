@@ -170,10 +170,11 @@ $(DEMO)/report.done: $(DEMO)/eval-long.done $(DEMO)/eval-short.done $(DEMO)/eval
 # rendezvous flags of a multi-node job), the sampling stages under torchrun on the NPROC GPUs of one node.
 MODEL_DIR      ?= models
 NPROC          ?= 8
-TORCHRUN_FLAGS ?= --nproc_per_node=$(NPROC)
+# (--standalone: each job rendezvous on a free port of this node, so that two stages can run at once, make -j2)
+TORCHRUN_FLAGS ?= --standalone --nproc_per_node=$(NPROC)
 # the sampling stages (data, bounds, evaluations) on every GPU of this node: each process answers its share and
 # rank 0 merges the parts (on CPU the same bytes as one process; on GPUs see sample.py's docstring)
-DATA_PARALLEL  ?= $(PY) -m torch.distributed.run --nproc_per_node=$(NPROC)
+DATA_PARALLEL  ?= $(PY) -m torch.distributed.run --standalone --nproc_per_node=$(NPROC)
 BENCH_DIR      ?= data/bench
 RUN            ?= out/r1_7b
 RECIPE         ?= config/r1_7b.py

@@ -55,7 +55,7 @@ SKYTHOUGHT_PROMPTS = {
 }
 
 # Named protocols; every sampling setting can be overridden on the command line. samples: per benchmark ("*": any
-# other, else 1); prompts: {benchmark: user-turn template} (None: the R1 prompt that training uses, sample.prompt_text)
+# other, else 1); prompts: {benchmark: user-turn template} (None: the R1 prompt that training uses, prompts.prompt_text)
 PROTOCOLS = {
     # DeepSeek's protocol for the R1 models (R1 paper / model card); one sample per problem unless --samples
     "deepseek": dict(temperature=0.6, top_p=0.95, max_new_tokens=32768, samples={}, prompts=None),

@@ -919,19 +919,19 @@ def test_ctrl_c_and_sigterm_end_in_one_line_and_the_rerun_is_exact(work, tmp_pat
     import signal
     d, model = work
     full, cut = tmp_path / "full", tmp_path / "cut"
-    args = lambda out, resume=False: train_args(model, d, out_dir=out, max_steps=40, save_interval=2,
-                                                eval_interval=40, resume=resume)
+    args = lambda out, resume=False: train_args(model, d, out_dir=out, max_steps=16, save_interval=2,
+                                                eval_interval=16, resume=resume)
     train.main(args(full))
-    code, output = interrupt(["train.py", *args(cut)], signal.SIGTERM, "step 5/40", tmp_path)
+    code, output = interrupt(["train.py", *args(cut)], signal.SIGTERM, "step 3/16", tmp_path)
     assert code == 130 and "Traceback" not in output, output[-2000:]
     assert output.strip().splitlines()[-1].startswith("interrupted: the checkpoints written so far are kept")
     train.main(args(cut, resume=True))
-    assert all(torch.equal(a, b) for a, b in zip(load_file(str(full / "step_000040" / "model.safetensors")).values(),
-                                                 load_file(str(cut / "step_000040" / "model.safetensors")).values()))
+    assert all(torch.equal(a, b) for a, b in zip(load_file(str(full / "step_000016" / "model.safetensors")).values(),
+                                                 load_file(str(cut / "step_000016" / "model.safetensors")).values()))
     out = tmp_path / "s" / "out.jsonl"
-    sampling = ["--model", model, "--prompts", d / "problems.jsonl", "--samples", "40", "--max_new_tokens", "40",
+    sampling = ["--model", model, "--prompts", d / "problems.jsonl", "--samples", "16", "--max_new_tokens", "24",
                 "--temperature", "0.7", "--batch_size", "2"]
-    code, output = interrupt(["sample.py", *sampling, "--out", out], signal.SIGINT, "sample:", tmp_path)
+    code, output = interrupt(["sample.py", *sampling, "--out", out], signal.SIGINT, "kv cache", tmp_path)
     assert code == 130 and "Traceback" not in output, output[-2000:]
     assert output.strip().splitlines()[-1] == "interrupted: every completion written so far is kept; the same " \
                                               "command continues from them"
