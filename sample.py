@@ -278,7 +278,8 @@ class Engine:
             keys, steps = self.to_device([s.key for s in batch]), self.to_device([len(s.tokens) for s in batch])
             u = uniforms(keys, steps)
         logits = self.model.lm_head(hidden)
-        tokens = sample_tokens(logits, temperature, top_p, top_k, u).masked_fill(~logits.isfinite().all(-1), -1)
+        # (a row's sum is not finite when one of its logits is not, or when they are so large the model diverged)
+        tokens = sample_tokens(logits, temperature, top_p, top_k, u).masked_fill(~logits.sum(-1).isfinite(), -1)
         if -1 in (tokens := tokens.tolist()):
             raise ValueError("the model's logits are not finite (NaN or inf): its weights diverged or are damaged; "
                              "no completion of this step was kept")
