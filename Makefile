@@ -227,6 +227,8 @@ reproduce-7b-static: install gpu-ready
 reproduce-14b-static: install gpu-ready
 	$(MAKE) reproduce-static $(R1_14B)
 
+# (one arm at a time: under make -j, reproduce reproduce-static could make a report while the other arm's
+# evaluation is being written; tiny-chain shows the way to run both at once)
 reproduce: $(RUN)/eval/tldr/summary.json
 	$(MAKE) $(RUN)/report.md
 
@@ -359,14 +361,18 @@ reproduce-tiny: install
 # make baselines on the tiny chain: a copy of the tiny short stand-in plays each "released" checkpoint
 tiny-baselines: $(TINY)/models/short/config.json
 	for b in $(BASELINES); do test -d $(TINY)/models/$$b || cp -r $(TINY)/models/short $(TINY)/models/$$b; done
-	$(MAKE) baselines PUBLISHED=7b RUN=$(TINY)/run BENCH_DIR=$(TINY)/bench MODEL_DIR=$(TINY)/models NPROC=2 \
+	$(MAKE) baselines PUBLISHED=7b RUN=$(TINY)/run BENCH_DIR=$(TINY)/bench MODEL_DIR=$(TINY)/models NPROC=1 \
 		EVAL_FLAGS="--max_new_tokens 128"
 
-# reproduce-tiny without the install step (the test runs it with its own interpreter: make tiny-chain PY=...)
+# reproduce-tiny without the install step (the test runs it with its own interpreter: make tiny-chain PY=...):
+# reproduce and reproduce-static, their stages at once under make -j, then the report of both (made by each
+# arm at once, a report could miss the evaluation the other arm was writing)
+TINY_RUN := PUBLISHED=7b RUN=$(TINY)/run BENCH_DIR=$(TINY)/bench LONG_MODEL=$(TINY)/models/long \
+	SHORT_MODEL=$(TINY)/models/short DATA=built NPROC=1 DEV_SIZE=16 DEV_MAX_NEW=128 S1_MAX_NEW=64 S2_SAMPLES=2 S2_MAX_NEW=128 \
+	TRAIN_FLAGS="$(TINY_TRAIN)" STATIC_FLAGS="$(TINY_STATIC)" EVAL_FLAGS="--max_new_tokens 128"
 tiny-chain: $(TINY)/models/long/config.json $(TINY)/models/short/config.json
-	$(MAKE) reproduce reproduce-static PUBLISHED=7b RUN=$(TINY)/run BENCH_DIR=$(TINY)/bench LONG_MODEL=$(TINY)/models/long \
-		SHORT_MODEL=$(TINY)/models/short DATA=built NPROC=2 DEV_SIZE=16 DEV_MAX_NEW=128 S1_MAX_NEW=64 S2_SAMPLES=2 S2_MAX_NEW=128 \
-		TRAIN_FLAGS="$(TINY_TRAIN)" STATIC_FLAGS="$(TINY_STATIC)" EVAL_FLAGS="--max_new_tokens 128"
+	$(MAKE) $(TINY)/run/eval/tldr/summary.json $(TINY)/run/eval/static/summary.json $(TINY_RUN)
+	$(MAKE) $(TINY)/run/report.md $(TINY_RUN)
 
 $(TINY_BENCH): $(TINY)/bench/%.jsonl:
 	@test -f $(TINY_FROM) || { echo "error: $(TINY_FROM) not found: set TINY_SOURCE to \

@@ -24,11 +24,14 @@ import torch
 import torch.utils._python_dispatch
 
 sys.path.insert(0, str(Path(__file__).parent / "data"))
+import memory  # noqa: E402
 import model as M  # noqa: E402
-from common import atomic_write  # noqa: E402
+import processes  # noqa: E402
 import prompts as P  # noqa: E402
 import sample  # noqa: E402
 import tiny  # noqa: E402
+import train  # noqa: E402
+from common import atomic_write, run  # noqa: E402
 
 RESULTS = {}
 ROUNDS = 5  # each timed comparison runs ours and the reference alternately this many times; the median counts
@@ -300,7 +303,6 @@ def bench_decode_ops(workdir: Path):
 def train_side(side, path, examples, steps, global_batch, row_tokens, micro_batch):
     """One side of the training bench, in a process of its own so that its peak memory is its own."""
     import resource
-    import train
     torch.set_num_threads(1)
     if side == "ours":
         model = M.Transformer.from_pretrained(path).train()
@@ -444,8 +446,6 @@ def group_of_one(device):
 def gpu_fsdp_steps(path, device, steps=2):
     """Largest relative difference of loss and weights between FSDP2 in a group of one and the unsharded model,
     over the same steps (float32 compute: only the wrapping differs)."""
-    import processes
-    import train
     g = torch.Generator().manual_seed(2)
     examples = [(torch.randint(0, 200, (int(n),), generator=g).tolist(), 16) for n in (300, 900, 500, 1200)]
     plans = train.split_and_pack(examples, 1, 2048)
@@ -487,16 +487,16 @@ def gpu_speed(path, device, batch, prompt_tokens=512, new_tokens=256):
     prompts = torch.randint(0, 200, (batch, prompt_tokens), generator=torch.Generator().manual_seed(3))
     results = {}
     for name in ("ours", "reference"):
-        def run(n):
+        def decode(n):
             if name == "ours":
                 return sample.generate(ours, prompts.tolist(), max_new_tokens=n, batch_size=batch)
             with torch.no_grad():
                 ids = prompts.to(device)
                 return ref.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, min_new_tokens=n,
                                     do_sample=False, pad_token_id=0)
-        run(new_tokens)  # warm-up; ours builds its engine (KV cache, CUDA graphs), which the timed runs reuse
-        prefill, _ = timed(lambda: run(1), device)
-        total, _ = timed(lambda: run(new_tokens), device)
+        decode(new_tokens)  # warm-up; ours builds its engine (KV cache, CUDA graphs), which the timed runs reuse
+        prefill, _ = timed(lambda: decode(1), device)
+        total, _ = timed(lambda: decode(new_tokens), device)
         results[name] = (batch * prompt_tokens / prefill, batch * (new_tokens - 1) / max(total - prefill, 1e-9))
         sample.release_engine()  # its KV cache takes most of the GPU: give it back before the reference runs
     return results
@@ -505,9 +505,6 @@ def gpu_speed(path, device, batch, prompt_tokens=512, new_tokens=256):
 def gpu_training(path, device, tokens):
     """Training MFU of our step (FSDP2 in a group of one, bf16, flash-attn) and of transformers' model on the same
     8k-token batch; and our measured peak memory against the plan."""
-    import memory
-    import processes
-    import train
     from transformers import AutoModelForCausalLM
     g = torch.Generator().manual_seed(4)
     examples = [(torch.randint(0, 200, (tokens // 4,), generator=g).tolist(), tokens // 16) for _ in range(4)]
@@ -556,8 +553,6 @@ def gpu_repeat(path, device, tokens, steps=2):
     batches, with flash-attn's deterministic backward (ours) and without it (the reference): per side, the seconds of
     a step and the largest weight difference between its two runs (0: a resumed run repeats the uninterrupted one)."""
     import functools
-    import processes
-    import train
     g = torch.Generator().manual_seed(5)
     examples = [(torch.randint(0, 200, (tokens // 4,), generator=g).tolist(), tokens // 16) for _ in range(4)]
     scales, plans = train.token_scales(examples, "token", 0), train.split_and_pack(examples, 1, tokens)
@@ -753,5 +748,4 @@ def main():
 
 
 if __name__ == "__main__":
-    from common import run
     run(main, "no result was written (out/bench.json is written at the end); run it again")

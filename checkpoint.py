@@ -449,7 +449,7 @@ def diverged(what: str, out_dir: Path, bad_from: int) -> SystemExit:
     return SystemExit(f"{what}: stopping before the update. " + (
         f"The last checkpoint whose weights gave a finite loss is {last}: lower lr (or check the data), then run "
         f"again with --resume, which continues from it (any later checkpoint is skipped)" if last else
-        f"No checkpoint before it was saved: start again with a lower lr (or check the data)"))
+        "No checkpoint before it was saved: start again with a lower lr (or check the data)"))
 
 
 # the settings a resumed run may change: what comes next (its length, the lr from here on, how often it evaluates

@@ -27,7 +27,8 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from common import ArgumentParser, check_settings
+from common import (PROBLEM_TYPES, ArgumentParser, atomic_write, check_outputs, check_settings, jsonl_text, read_json,
+                    read_jsonl, run)
 from grade import grade_responses
 
 ROOT = Path(__file__).resolve().parent
@@ -244,7 +245,6 @@ def markdown_report(summary, base=None):
 
 def read_benchmarks(args):
     """{name: problem rows} and {name: file} of every --bench, read (and checked) before any model is loaded."""
-    from common import PROBLEM_TYPES, read_jsonl
     # a name from BENCHMARKS (a file in --data_dir), or the path of a JSON Lines file of one's own
     names = [b.strip() for b in args.bench.split(",") if b.strip()]
     unknown = [b for b in names if b not in BENCHMARKS and not b.endswith(".jsonl")]
@@ -294,7 +294,6 @@ def protocol_settings(args) -> dict:
 
 
 def read_baseline(path):
-    from common import read_json
     try:
         base = read_json(path)
     except (OSError, ValueError) as e:
@@ -310,7 +309,6 @@ def read_baseline(path):
 def answer_benchmark(model, tok, b, rows, out, source, settings, args, rank, log):
     """Benchmark b's completions into `out` (resumable: sample_file appends each as it finishes and skips the (id,
     sample) pairs already done), then, on rank 0, graded: its metrics (None on the other processes)."""
-    from common import atomic_write, jsonl_text
     from prompts import sample_file
     from sample import generate
     n = settings["samples"][b]
@@ -338,7 +336,6 @@ def run_evaluation(args):
     # the model and the engine need torch; grading does not, so they are imported here
     import torch
     from checkpoint import model_path
-    from common import atomic_write, check_outputs
     from prompts import INSTRUCTION, load_for_sampling
 
     try:
@@ -406,5 +403,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from common import run
     run(main, "every response written so far is kept; the same command continues from them")

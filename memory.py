@@ -13,7 +13,6 @@ from pathlib import Path
 
 import torch
 
-from checkpoint import read_config
 from model import Config, KVCache, Transformer
 
 # config.json of the two recipe models (deepseek-ai/DeepSeek-R1-Distill-Qwen-7B and -14B on the Hub): a plan
@@ -82,7 +81,7 @@ def dev_cache_bytes(c: Config, cfg, dtype) -> int:
 def plan_config(model_dir: str) -> Config:
     path = Path(model_dir)
     if (path / "config.json").is_file():
-        return Config.from_hf(read_config(path), str(path / "config.json"))
+        return Config.read(path)
     if path.name in RECIPE_MODELS:
         return Config.from_hf({"architectures": ["Qwen2ForCausalLM"], "vocab_size": 152064, "rms_norm_eps": 1e-6,
                                "max_position_embeddings": 131072, **RECIPE_MODELS[path.name]})

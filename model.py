@@ -84,6 +84,11 @@ class Config:
     hf: dict                    # the original config.json, written back unchanged on save
 
     @classmethod
+    def read(cls, path):
+        """The config of a model directory (its config.json, checked)."""
+        return cls.from_hf(read_config(path), str(Path(path) / "config.json"))
+
+    @classmethod
     def from_hf(cls, hf: dict, where: str = "config.json"):
         arch = (hf.get("architectures") or [None])[0]
         if arch not in ARCHITECTURES:
@@ -409,7 +414,7 @@ class Transformer(nn.Module):
     def from_pretrained(cls, path, dtype=torch.float32, device="cpu"):
         """Build on the meta device (no memory), then assign the tensors read from the safetensors shards."""
         path = Path(path)
-        cfg = Config.from_hf(read_config(path), str(path / "config.json"))
+        cfg = Config.read(path)
         weights = Weights(path)
         weights.check(weight_shapes(cfg), cfg.tie_word_embeddings, str(path))
         m = cls.from_state_dict(cfg, {k: weights.read_ours(cfg, k, dtype, device) for k in our_names(cfg)})

@@ -26,7 +26,7 @@ import torch.distributed as dist
 
 from checkpoint import load_tokenizer, model_path, surely_longer
 from common import (ID, PROBLEM_TYPES, TEXT, ArgumentParser, atomic_write, check_outputs, check_settings, make_dirs,
-                    open_append, read_jsonl, refuse_link, row_type_error, write_failed)
+                    open_append, read_jsonl, refuse_link, row_type_error, run, write_failed)
 from common import lines as numbered_lines
 from model import Transformer, attention_summary
 from processes import barrier, rank_and_world, run_lock, start_processes
@@ -311,3 +311,8 @@ def main(generate, argv=None):
         print(f"sample: {len(out)} completions in {args.out}")
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def command(generate):
+    """`python sample.py`: main() as a script runs, an interrupt or a file system error ending in one line."""
+    run(lambda: main(generate), "every completion written so far is kept; the same command continues from them")

@@ -393,6 +393,5 @@ def generate(model: Transformer, prompts: list[list[int]], max_new_tokens: int, 
 
 
 if __name__ == "__main__":  # the command line, in prompts.py beside the files of --prompts, with this engine
-    from common import run
-    from prompts import main
-    run(lambda: main(generate), "every completion written so far is kept; the same command continues from them")
+    from prompts import command
+    command(generate)

@@ -38,9 +38,9 @@ import torch
 import torch.distributed as dist
 
 from checkpoint import (MetricsLog, Weights, diverged, load_optimizer, load_tokenizer, model_digest, model_path,
-                        read_config, resume_point, save_checkpoint, shard_file, surely_longer)
+                        resume_point, save_checkpoint, shard_file, surely_longer)
 from common import (FRACTION, PROBLEM_TYPES, RULES, TEXT, above, at_least, atomic_write, between, example_error,
-                    file_digest, one_of, read_jsonl, read_settings, setting)
+                    file_digest, one_of, read_jsonl, read_settings, run, setting)
 from model import Config, Transformer, attention_summary, rope_inv_freq, weight_shapes
 from memory import check_plan, dev_cache_bytes
 from processes import (Processes, all_gather_lists, all_sum, full, local, run_lock, shard, shard_rows,
@@ -222,7 +222,7 @@ def build_model(cfg, source: Path, master: Path | None, proc: Processes):
     Sharded, the model is built on the meta device and every process reads only the rows of its own shard."""
     rank, world, device = proc.rank, proc.world, proc.device
     try:
-        config = Config.from_hf(read_config(source), str(source / "config.json"))
+        config = Config.read(source)
         weights = Weights(master.parent, files=[master.name]) if master else Weights(source)
         if not master:  # (a master file holds this process's shard of each tensor, not the config's shapes)
             weights.check(weight_shapes(config), config.tie_word_embeddings, str(source))
@@ -497,6 +497,5 @@ def train(cfg, proc: Processes, log):
 
 
 if __name__ == "__main__":
-    from common import run
     run(main, "the checkpoints written so far are kept in out_dir (one being written is dropped); the same command "
               "with --resume continues from the latest")

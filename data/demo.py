@@ -66,7 +66,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tiny  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common import ArgumentParser, at_least, atomic_write, between, check_settings, jsonl_text  # noqa: E402
+from common import ArgumentParser, at_least, atomic_write, between, check_settings, jsonl_text, run  # noqa: E402
 
 MAX_TOTAL = 9                           # answers and running totals stay within 0..MAX_TOTAL
 HARD_TERMS = (5, 6)                     # numbers in a hard problem
@@ -213,5 +213,4 @@ def make_sets(args) -> dict:
 
 
 if __name__ == "__main__":
-    from common import run
     run(main, "its files are written whole or not at all; run the same command again")

@@ -43,14 +43,13 @@ import csv
 import hashlib
 import http.client
 import re
-import shutil
 import sys
 import tempfile
 import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common import TEXT, ArgumentParser, atomic_write, jsonl_text, read_jsonl, write_failed  # noqa: E402
+from common import TEXT, ArgumentParser, atomic_write, jsonl_text, read_jsonl, run, write_failed  # noqa: E402
 
 OUT_DIR = Path(__file__).resolve().parent / "bench"
 
@@ -306,5 +305,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from common import run
     run(main, "the files already written are kept, each whole; the same command writes them again")

@@ -17,6 +17,10 @@ import os
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common import (PROBLEM_TYPES, ArgumentParser, at_least, atomic_write, check_outputs, check_settings,  # noqa: E402
+                    jsonl_text, make_dirs, read_jsonl, run, usual_mode, write_failed)
+
 BOS, EOS = "<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>"
 SPECIAL = [BOS, EOS, "<｜User｜>", "<｜Assistant｜>"]
 THINK = ["<think>", "</think>"]  # single tokens, but not special (as in R1): decoding keeps them
@@ -59,8 +63,6 @@ def make_model(out, family="qwen2", vocab_size=None, tokenizer=None, hidden=64, 
     import tempfile
     import torch
     from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config, Qwen3Config
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from common import make_dirs, usual_mode, write_failed
     tokenizer = tokenizer or make_tokenizer()
     common = dict(vocab_size=vocab_size or len(tokenizer), hidden_size=hidden, intermediate_size=intermediate,
                   num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
@@ -97,8 +99,6 @@ def answer_key(problem_files, out, style, every):
     """Training rows {"problem", "response"} for the problems of the files (all of them when every is 1, else
     the ones whose position i has i % every != 0 for "long", == 0 for "short"). Long responses think at
     length before the boxed answer; short ones answer at once, as a model without a think block does."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from common import PROBLEM_TYPES, atomic_write, jsonl_text, read_jsonl
     rows = []
     for path in problem_files:
         for i, problem in enumerate(read_jsonl(path, required=("id", "problem", "answer"), types=PROBLEM_TYPES)):
@@ -113,8 +113,6 @@ def answer_key(problem_files, out, style, every):
 
 
 def main():
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from common import ArgumentParser, at_least, check_settings, check_outputs
     p = ArgumentParser(description="save a tiny random model (with a byte-level R1-format tokenizer, "
                                             "or the one in --tokenizer), or write an answer key to fit one to")
     p.add_argument("--out_dir", help="where to save the model")
@@ -155,6 +153,4 @@ def main():
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from common import run
     run(main, "a model is saved whole or not at all; run the same command again")
