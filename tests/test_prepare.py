@@ -181,7 +181,7 @@ def test_the_official_data_is_downloaded_checked_converted_and_trained_on(releas
     prepare.main(["--official", "7b", "--out_dir", str(out), "--official_url", url])
     s1 = [json.loads(line) for line in (out / "system1.jsonl").read_text().splitlines()]
     assert s1[0] == {"id": "tldr-7b-system1-0", "problem": "1 + 1?", "response": "1 + 1 = 2. The answer is \\boxed{2}.",
-                     "source": f"zzli2022/TLDR@40f7a16:data/data_repo/7b_train/system1.json"}  # "extra" left out
+                     "source": "zzli2022/TLDR@40f7a16:data/data_repo/7b_train/system1.json"}  # "extra" left out
     assert len(s1) == 8 and sorted(os.listdir(out)) == ["SHA256SUMS", "system1.jsonl", "system2.jsonl"]
     import train
     train.main([f"--model={tiny_models['qwen2']}", f"--system1={out / 'system1.jsonl'}",

@@ -900,7 +900,6 @@ def test_an_example_or_prompt_far_over_the_context_is_skipped_from_its_bytes_unt
 
 def interrupt(argv, signum, after: str, tmp_path):
     """Run a script, send it `signum` once its output shows `after`, and return (exit code, stderr)."""
-    import signal
     import time
     p = subprocess.Popen([sys.executable, *map(str, argv)], cwd=ROOT, stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})

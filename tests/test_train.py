@@ -13,7 +13,6 @@ from safetensors.torch import load_file
 
 import model as M
 import prompts as P
-import sample
 import tiny
 import checkpoint
 import processes
