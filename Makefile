@@ -344,7 +344,7 @@ TINY_MODEL := --hidden 64 --layers 2 --heads 4 --kv_heads 2 --intermediate 128 -
 FIT_STEPS  := 200
 # the checkpoint train.py writes at step FIT_STEPS
 FIT_LAST    = step_$(shell printf %06d $(FIT_STEPS))
-TINY_FIT   := --max_steps=$(FIT_STEPS) --save_interval=$(FIT_STEPS) --global_batch=16 --row_tokens=4096 --max_len=2048 \
+TINY_FIT   := --max_steps=$(FIT_STEPS) --save_interval=$(FIT_STEPS) --global_batch=8 --row_tokens=4096 --max_len=2048 \
 	--lr=1e-2 --lr_schedule=cosine --min_lr=1e-3 --warmup_steps=10 --beta2=0.95
 # the long stand-in answers 2 problems in 3 of every set but the System-1 one; the short one the third problem
 # of the System-1 set and of the dev pool (so A_L > A_S, and the data stages see problems without a correct answer)
