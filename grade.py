@@ -367,11 +367,14 @@ def compare(jobs: list, workers: int, timeout: float) -> dict:
     time limit: a worker that passes it (or dies) is killed and replaced, and its job counts as wrong."""
     if not jobs:
         return {}
+    keep = max(1, workers)
     with _pool_lock:
-        _pool[:] = [w for w in _pool if w.proc.poll() is None]  # (one that died since the last call is replaced)
-        _pool.extend(_Worker() for _ in range(min(workers, len(jobs)) - len(_pool)))
+        for w in _pool[keep:]:  # (a call with fewer workers than the last)
+            w.kill()
+        _pool[:] = [w for w in _pool[:keep] if w.proc.poll() is None]  # (one that died since is replaced)
+        _pool.extend(_Worker() for _ in range(min(keep, len(jobs)) - len(_pool)))
         try:
-            return run_jobs(_pool[:max(1, min(workers, len(jobs)))], jobs, timeout)
+            return run_jobs(_pool, jobs, timeout)
         except BaseException:  # (an interrupt: a worker may still hold a job) the next call starts afresh
             for w in _pool:
                 w.kill()
@@ -380,7 +383,7 @@ def compare(jobs: list, workers: int, timeout: float) -> dict:
 
 
 def run_jobs(pool: list, jobs: list, timeout: float) -> dict:
-    """The jobs handed out to the pool's idle workers as they finish."""
+    """The jobs handed out to the pool's idle workers as they finish; a stuck or dead worker is replaced in it."""
     outcomes, todo = {}, deque(jobs)
     while todo or any(w.job is not None for w in pool):
         for w in pool:  # hand out work to idle workers
@@ -412,7 +415,7 @@ def run_jobs(pool: list, jobs: list, timeout: float) -> dict:
             outcomes[w.job], w.job = outcome, None
             if replace:  # stuck or dead: a fresh worker takes its place
                 w.kill()
-                pool[k] = _pool[_pool.index(w)] = _Worker()
+                pool[k] = _Worker()
         if not busy and not readable and not any(w.ready for w in pool):
             raise RuntimeError("grading workers did not start within 60 s")
     return outcomes
