@@ -121,9 +121,10 @@ class Config:
 
 
 def rope_inv_freq(cfg: Config) -> torch.Tensor:
-    """Inverse frequencies of NeoX-style rotary embeddings, with Llama 3's long-context rescaling."""
+    """Inverse frequencies of NeoX-style rotary embeddings, with Llama 3's long-context rescaling (on the host,
+    even under the meta device: see Transformer's embedding)."""
     dim = cfg.head_dim
-    inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
+    inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, dim, 2, dtype=torch.int64, device="cpu").float() / dim))
     if cfg.rope_scaling is None:
         return inv_freq
     s = cfg.rope_scaling
@@ -365,7 +366,10 @@ class Transformer(nn.Module):
         super().__init__()
         self.config = cfg
         self.model = nn.Module()  # the "model." prefix of the Hugging Face parameter names
-        self.model.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        # no initialiser (every model is read from a checkpoint): on the meta device, normal_ goes through
+        # torch._refs, whose first call imports torch._dynamo (1.5 s in every process)
+        self.model.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size,
+                                               _weight=torch.empty(cfg.vocab_size, cfg.hidden_size))
         self.model.layers = nn.ModuleList(Block(cfg, i) for i in range(cfg.num_hidden_layers))
         self.model.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)

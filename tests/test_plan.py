@@ -32,6 +32,7 @@ def measured_peak(cfg, world, rank, dtype, sharded):
     torch.manual_seed(0)
     config = M.Config.from_hf(SHAPE)
     model = M.Transformer(config)
+    torch.nn.init.normal_(model.model.embed_tokens.weight, std=0.02)  # (model.py leaves it uninitialised)
     model.inv_freq = M.rope_inv_freq(config)
     if sharded:
         processes.shard(model, dtype)
