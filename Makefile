@@ -173,8 +173,9 @@ NPROC          ?= 8
 # (--standalone: each job rendezvous on a free port of this node, so that two stages can run at once, make -j2)
 TORCHRUN_FLAGS ?= --standalone --nproc_per_node=$(NPROC)
 # the sampling stages (data, bounds, evaluations) on every GPU of this node: each process answers its share and
-# rank 0 merges the parts (on CPU the same bytes as one process; on GPUs see sample.py's docstring)
-DATA_PARALLEL  ?= $(PY) -m torch.distributed.run --standalone --nproc_per_node=$(NPROC)
+# rank 0 merges the parts (on CPU the same bytes as one process; on GPUs see sample.py's docstring); one process
+# needs no launcher (torchrun's own start costs about 3 s)
+DATA_PARALLEL  ?= $(if $(filter 1,$(NPROC)),$(PY),$(PY) -m torch.distributed.run --standalone --nproc_per_node=$(NPROC))
 BENCH_DIR      ?= data/bench
 RUN            ?= out/r1_7b
 RECIPE         ?= config/r1_7b.py

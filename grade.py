@@ -372,7 +372,8 @@ def compare(jobs: list, workers: int, timeout: float) -> dict:
         for w in _pool[keep:]:  # (a call with fewer workers than the last)
             w.kill()
         _pool[:] = [w for w in _pool[:keep] if w.proc.poll() is None]  # (one that died since is replaced)
-        _pool.extend(_Worker() for _ in range(min(keep, len(jobs)) - len(_pool)))
+        # a worker's start costs about a second of CPU, the time of some 500 usual jobs: one more per 500 jobs
+        _pool.extend(_Worker() for _ in range(min(keep, 1 + len(jobs) // 500) - len(_pool)))
         try:
             return run_jobs(_pool, jobs, timeout)
         except BaseException:  # (an interrupt: a worker may still hold a job) the next call starts afresh
