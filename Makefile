@@ -13,8 +13,10 @@ $(VENV)/.installed: requirements.txt
 
 install: $(VENV)/.installed
 
+# the tests on every core (-n auto: a process each, one thread each); the chains first (tests/conftest.py), the
+# other tests beside them as each process is free (worksteal)
 test: install
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n auto --dist worksteal tests
 
 bench: install
 	$(PY) bench.py

@@ -377,6 +377,7 @@ def bench_train(workdir: Path):
 
 # Qwen2.5-0.5B's shape (the R1-Distill family's architecture at a size one GPU trains in seconds), random weights
 GPU_SHAPE = dict(hidden=896, layers=24, heads=14, kv_heads=2, intermediate=4864, vocab_size=151936)
+SMALL_SHAPE = dict(hidden=256, layers=4, heads=4, kv_heads=2, intermediate=512)  # the greedy and FSDP checks' model
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "H800": 989e12, "A100": 312e12, "A800": 312e12, "L40S": 362e12}
 
 
@@ -621,7 +622,7 @@ def gpu_problem(need_flash: bool) -> str | None:
     return None
 
 
-def gpu_check(workdir: Path, device, shape=GPU_SHAPE, tokens=8192):
+def gpu_check(workdir: Path, device, shape=GPU_SHAPE, small=SMALL_SHAPE, tokens=8192):
     """Every GPU check, printed as bench lines, and what each should show:
         logits_bf16     max |logit - fp32| of our bf16 model (flash-attn) vs transformers' bf16, a random 0.5B
                         Qwen2: ratio about 1
@@ -646,8 +647,7 @@ def gpu_check(workdir: Path, device, shape=GPU_SHAPE, tokens=8192):
                           layers=shape["layers"], heads=shape["heads"], kv_heads=shape["kv_heads"],
                           intermediate=shape["intermediate"], context=2 * tokens, seed=0)
     # decisive logits (large random weights), so that fp32 greedy choices do not hinge on summation order
-    small = tiny.make_model(workdir / "small", "qwen2", hidden=256, layers=4, heads=4, kv_heads=2, intermediate=512,
-                            context=4096, init_std=0.3, seed=0)
+    small = tiny.make_model(workdir / "small", "qwen2", **small, context=4096, init_std=0.3, seed=0)
     print(M.attention_summary(device, torch.bfloat16), flush=True)
     ours, ref = gpu_logits(big, device)
     report("logits_bf16", ours, ref, "max|logit - fp32|")

@@ -1,7 +1,9 @@
 """Fixtures built locally: tiny random checkpoints saved by transformers, with the R1-format tokenizer."""
+import os
 from pathlib import Path
 
 import pytest
+import torch
 
 import tiny
 
@@ -20,3 +22,13 @@ def shared_data():
     if not (SHARED / "data").is_dir():
         pytest.skip(f"{SHARED / 'data'} is absent: these tests need the shared benchmark files beside the repo")
     return SHARED / "data"
+
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # make test: a worker per core, a thread each (and for what they start)
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+
+
+def pytest_collection_modifyitems(items):
+    """The chains first: they are the longest, and the other workers run everything else beside them."""
+    items.sort(key=lambda item: item.path.name not in ("test_reproduce.py", "test_demo.py"))

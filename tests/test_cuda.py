@@ -71,8 +71,8 @@ def test_training_peak_memory_within_the_plan(models):
 def test_gpu_checks_run_on_cpu_with_a_tiny_model(tmp_path, capsys):
     """The code of every GPU check, on CPU with a tiny model: the numbers mean nothing here, but a check that does
     not run would otherwise only be found on the first GPU."""
-    bench.gpu_check(tmp_path, torch.device("cpu"), tokens=256, shape=dict(
-        hidden=64, layers=2, heads=4, kv_heads=2, intermediate=128, vocab_size=512))
+    shape = dict(hidden=64, layers=2, heads=4, kv_heads=2, intermediate=128)
+    bench.gpu_check(tmp_path, torch.device("cpu"), tokens=256, shape={**shape, "vocab_size": 512}, small=shape)
     out = capsys.readouterr().out
     names = re.findall(r"^bench (\w+): ours .+, reference .+, ratio .+x$", out, re.M)
     assert names == ["logits_bf16", "greedy_fp32", "greedy_bf16", "fsdp_world1", "prefill_b1", "decode_b1",
@@ -180,8 +180,10 @@ def test_gpu_install_builds_for_this_gpu_and_stops_on_a_missing_or_mismatched_nv
     if nvcc:
         (bin_dir / "nvcc").write_text(f"#!/bin/sh\necho 'Cuda compilation tools, release {nvcc}, V{nvcc}.1'\n")
         (bin_dir / "nvcc").chmod(0o755)
-    prelude = (f"import torch\ntorch.version.cuda = {torch_cuda!r}\ntorch.cuda.device_count = lambda: {len(gpus)}\n"
-               f"torch.cuda.get_device_capability = lambda i=0: {gpus!r}[i]\n")
+    # a stand-in torch module with what the check reads (importing torch itself would take seconds per case)
+    prelude = (f"import sys, types\ntorch = sys.modules['torch'] = types.ModuleType('torch')\n"
+               f"torch.version = types.SimpleNamespace(cuda={torch_cuda!r})\ntorch.cuda = types.SimpleNamespace("
+               f"device_count=lambda: {len(gpus)}, get_device_capability=lambda i=0: {gpus!r}[i])\n")
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path)}
     p = subprocess.run([str(fake_gpu_python(tmp_path, prelude)), "-c", cuda_build_check()], capture_output=True,
                        text=True, env=env)

@@ -1,8 +1,6 @@
 """memory.py and plan.py: the memory plan as code, checked against the peaks torch's MemTracker measures on CPU for real
 training steps of small models (one plain process, and FSDP2 over two gloo processes in bf16 mixed precision)."""
 import contextlib
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +8,7 @@ import torch
 
 import model as M
 import memory
+import plan
 import processes
 import train
 
@@ -93,23 +92,15 @@ def test_plan_matches_measured_peak_with_fsdp_over_two_processes(tmp_path):
 
 
 @pytest.mark.parametrize("recipe", [["config/r1_7b.py"], ["config/r1_14b.py"]])
-def test_recipes_fit_eight_80gb_gpus_with_headroom(recipe):
-    p = subprocess.run([sys.executable, "plan.py", *recipe], cwd=ROOT, capture_output=True, text=True)
-    assert p.returncode == 0, p.stdout + p.stderr
-    last = p.stdout.strip().splitlines()[-1]
+def test_recipes_fit_eight_80gb_gpus_with_headroom_as_the_readme_shows(recipe, capsys):
+    plan.main(recipe)
+    last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last.startswith(f"plan {' '.join(recipe)}: peak ") and last.endswith("of 80 GiB, world 8")
     assert float(last.split("peak ")[1].split(" GiB")[0]) <= 0.9 * 80
+    # the README shows the recipes' verdicts (this last line): they must be today's
+    assert last in (ROOT / "README.md").read_text(), f"README: paste the last line of plan.py {recipe[0]}"
 
 
 def test_plan_refuses_what_does_not_fit():
-    p = subprocess.run([sys.executable, "plan.py", "config/r1_7b.py", "--world=2"], cwd=ROOT,
-                       capture_output=True, text=True)
-    assert p.returncode == 1 and "lower row_tokens" in p.stderr
-
-
-def test_readme_shows_the_current_plan():
-    """The README shows the recipes' verdicts (the last line of plan.py's output): they must be today's."""
-    readme = (ROOT / "README.md").read_text()
-    for recipe in (["config/r1_7b.py"], ["config/r1_14b.py"]):
-        p = subprocess.run([sys.executable, "plan.py", *recipe], cwd=ROOT, capture_output=True, text=True)
-        assert p.stdout.rstrip().splitlines()[-1] in readme, f"README: paste the last line of plan.py {recipe}"
+    with pytest.raises(SystemExit, match="lower row_tokens"):
+        plan.main(["config/r1_7b.py", "--world=2"])
